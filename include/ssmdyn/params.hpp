@@ -1,0 +1,131 @@
+#pragma once
+/// \file params.hpp
+/// Parameters of one selective-scan (S6) layer, shared by every layer of the deep model.
+
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include <Eigen/Core>
+
+#include "state.hpp"
+
+namespace ssmdyn {
+
+/// Parameters of the S6 layer (D channels, N state dimensions per channel).
+///
+/// For token x_l (a D-vector): B_l = S_B x_l, C_l = S_C x_l, and the step size of channel d
+/// is Δ_l^d = φ((S_Δ x_l + b_Δ)_d) with φ = softplus by default. The layer is
+/// \f[ y_l^d = \sum_{j\le l}\Big[\sum_n C_{l,n}\, e^{A_{d,n}\sum_{k=j+1}^{l}\Delta_k^d}\,
+///     B_{j,n}\Big]\Delta_j^d x_j^d . \f]
+///
+/// Shapes are taken from S_B: N = S_B.rows(), D = S_B.cols(). validate() checks the rest.
+template <typename Scalar = double>
+struct S6Params {
+    using Matrix = MatrixX<Scalar>;
+    using Vector = VectorX<Scalar>;
+
+    /// Input projection, N×D: B_l = S_B x_l.
+    Matrix S_B;
+    /// Output projection, N×D: C_l = S_C x_l.
+    Matrix S_C;
+    /// Step-size projection, D×D: Δ_l = φ(S_Δ x_l + b_Δ).
+    Matrix S_Delta;
+    /// Step-size bias b_Δ, length D (Mamba's dt_proj bias; the paper takes 0).
+    Vector delta_bias;
+    /// State decay, D×N, every entry strictly negative (Mamba: A = −exp(A_log)).
+    Matrix A;
+
+    /// Token dimension D.
+    Eigen::Index dim() const { return S_B.cols(); }
+    /// State dimension N per channel.
+    Eigen::Index state_dim() const { return S_B.rows(); }
+
+    /// The input-output matrix \f$ \mu = S_C^\top S_B \f$ (D×D).
+    Matrix mu() const { return S_C.transpose() * S_B; }
+
+    /// The paper's one-dimensional case: D = N = 1, S_C = [1], S_B = [μ], S_Δ = [s],
+    /// b_Δ = [b], A = [−a].
+    /// \param mu the scalar μ = S_Cᵀ S_B
+    /// \param s the step-size slope S_Δ
+    /// \param a the decay rate, a > 0
+    /// \param b the step-size bias b_Δ (default 0)
+    static S6Params one_dimensional(Scalar mu, Scalar s, Scalar a, Scalar b = Scalar(0)) {
+        S6Params p;
+        p.S_B = Matrix::Constant(1, 1, mu);
+        p.S_C = Matrix::Constant(1, 1, Scalar(1));
+        p.S_Delta = Matrix::Constant(1, 1, s);
+        p.delta_bias = Vector::Constant(1, b);
+        p.A = Matrix::Constant(1, 1, -a);
+        p.validate();
+        return p;
+    }
+
+    /// Throws std::invalid_argument naming the field and the problem when a shape is
+    /// inconsistent, an entry is not finite, or an entry of A is not strictly negative.
+    void validate() const {
+        const Eigen::Index n = state_dim(), d = dim();
+        if (n < 1 || d < 1)
+            fail("S_B", "is " + shape(S_B) + "; need N >= 1 rows and D >= 1 columns");
+        expect_shape("S_C", S_C, n, d, "N x D");
+        expect_shape("S_Delta", S_Delta, d, d, "D x D");
+        expect_shape("delta_bias", delta_bias, d, 1, "D");
+        expect_shape("A", A, d, n, "D x N");
+        expect_finite("S_B", S_B);
+        expect_finite("S_C", S_C);
+        expect_finite("S_Delta", S_Delta);
+        expect_finite("delta_bias", delta_bias);
+        expect_finite("A", A);
+        for (Eigen::Index j = 0; j < A.cols(); ++j)
+            for (Eigen::Index i = 0; i < A.rows(); ++i)
+                if (!(A(i, j) < Scalar(0))) {
+                    std::ostringstream os;
+                    os << "A(" << i << "," << j << ") = " << A(i, j) << " must be < 0";
+                    throw std::invalid_argument(os.str());
+                }
+    }
+
+private:
+    [[noreturn]] static void fail(const std::string& field, const std::string& what) {
+        throw std::invalid_argument(field + " " + what);
+    }
+    template <typename M>
+    static std::string shape(const M& m) {
+        return std::to_string(m.rows()) + "x" + std::to_string(m.cols());
+    }
+    template <typename M>
+    static void expect_shape(const char* field, const M& m, Eigen::Index rows, Eigen::Index cols,
+                             const char* meaning) {
+        if (m.rows() != rows || m.cols() != cols)
+            fail(field, "has shape " + shape(m) + " but must be " + meaning + " = " +
+                            std::to_string(rows) + "x" + std::to_string(cols) +
+                            " (N and D are taken from S_B)");
+    }
+    template <typename M>
+    static void expect_finite(const char* field, const M& m) {
+        for (Eigen::Index j = 0; j < m.cols(); ++j)
+            for (Eigen::Index i = 0; i < m.rows(); ++i)
+                if (!std::isfinite(static_cast<double>(m(i, j))))
+                    throw std::invalid_argument(std::string(field) + "(" + std::to_string(i) + "," +
+                                                std::to_string(j) + ") is not finite");
+    }
+};
+
+/// Check a flat token state against the parameters: non-empty, length a multiple of D,
+/// every entry finite. Throws std::invalid_argument naming "tokens" and the problem.
+template <typename Scalar, typename Derived>
+void validate_tokens(const S6Params<Scalar>& params, const Eigen::DenseBase<Derived>& x) {
+    const Eigen::Index d = params.dim();
+    if (x.size() == 0) throw std::invalid_argument("tokens is empty; need at least one token");
+    if (d < 1 || x.size() % d != 0)
+        throw std::invalid_argument("tokens has " + std::to_string(x.size()) +
+                                    " entries, not a multiple of D = " + std::to_string(d));
+    for (Eigen::Index i = 0; i < x.size(); ++i)
+        if (!std::isfinite(static_cast<double>(x(i))))
+            throw std::invalid_argument("tokens: token " + std::to_string(i / d + 1) +
+                                        ", channel " + std::to_string(i % d + 1) +
+                                        " is not finite");
+}
+
+}  // namespace ssmdyn

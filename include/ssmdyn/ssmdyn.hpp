@@ -1,0 +1,12 @@
+#pragma once
+/// \file ssmdyn.hpp
+/// Umbrella header: everything ssmdyn offers.
+
+#include "odeint.hpp"
+#include "params.hpp"
+#include "selective_scan.hpp"
+#include "simulate.hpp"
+#include "state.hpp"
+#include "step_size.hpp"
+#include "system.hpp"
+#include "version.hpp"

@@ -1,0 +1,73 @@
+#pragma once
+/// \file step_size.hpp
+/// Step-size maps Δ = φ(S_Δ x + b_Δ), applied per channel.
+///
+/// A step-size map is any copyable type with `Scalar operator()(Scalar z) const` that
+/// returns a positive, finite number for finite z. It may also provide an array form,
+/// `template <class Derived> auto vectorized(const Eigen::ArrayBase<Derived>& z) const`,
+/// which the scan uses when present so that Eigen can vectorise the map:
+///
+/// \code
+/// struct Exponential {  // Δ = exp(z)
+///     template <class S> S operator()(S z) const { using std::exp; return exp(z); }
+/// };
+/// ssmdyn::SelectiveSystem<double, Exponential> sys(params);
+/// \endcode
+
+#include <Eigen/Core>
+#include <cmath>
+#include <type_traits>
+#include <utility>
+
+namespace ssmdyn {
+
+/// Mamba's step-size map, softplus(z) = ln(1 + e^z), computed as
+/// \f$ \max(z, 0) + \mathrm{log1p}(e^{-|z|}) \f$: no overflow for large z, and full
+/// relative precision for very negative z (where it equals e^z).
+struct Softplus {
+    template <typename Scalar>
+    Scalar operator()(Scalar z) const {
+        using std::abs;
+        using std::exp;
+        using std::log1p;
+        return (z > Scalar(0) ? z : Scalar(0)) + log1p(exp(-abs(z)));
+    }
+
+    /// Entrywise softplus of an Eigen array expression (vectorised by Eigen).
+    template <typename Derived>
+    auto vectorized(const Eigen::ArrayBase<Derived>& z) const {
+        using Scalar = typename Derived::Scalar;
+        return z.cwiseMax(Scalar(0)) + (-z.abs()).exp().log1p();
+    }
+};
+
+/// Free function form of Softplus.
+template <typename Scalar>
+Scalar softplus(Scalar z) {
+    return Softplus{}(z);
+}
+
+namespace detail {
+
+template <typename Map, typename Array, typename = void>
+struct has_array_form : std::false_type {};
+
+template <typename Map, typename Array>
+struct has_array_form<Map, Array,
+                      std::void_t<decltype(std::declval<const Map&>().vectorized(
+                          std::declval<const Eigen::ArrayBase<Array>&>()))>> : std::true_type {};
+
+/// out = φ(z) entrywise, through the map's array form when it has one.
+template <typename StepSizeMap, typename In, typename Out>
+void apply_step_size(const StepSizeMap& phi, const Eigen::ArrayBase<In>& z,
+                     Eigen::ArrayBase<Out>& out) {
+    if constexpr (has_array_form<StepSizeMap, In>::value) {
+        out = phi.vectorized(z);
+    } else {
+        using Scalar = typename In::Scalar;
+        out = z.unaryExpr([&phi](Scalar v) { return phi(v); });
+    }
+}
+
+}  // namespace detail
+}  // namespace ssmdyn

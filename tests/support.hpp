@@ -1,0 +1,80 @@
+#pragma once
+// Shared test support: the one place that knows which Catch2 is in use, plus seeded
+// random problems and the independent truths (quadratures) the tests compare against.
+
+#if __has_include(<catch2/catch_all.hpp>)
+#include <catch2/catch_all.hpp>
+#else
+#include <catch2/catch.hpp>
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include <boost/math/quadrature/exp_sinh.hpp>
+#include <boost/math/quadrature/tanh_sinh.hpp>
+
+#include <ssmdyn/params.hpp>
+#include <ssmdyn/state.hpp>
+#include <ssmdyn/step_size.hpp>
+
+namespace test {
+
+/// |a − b| / max(|b|, tiny): the relative error of a against the reference b.
+inline double rel_err(double a, double b) {
+    return std::abs(a - b) / std::max(std::abs(b), std::numeric_limits<double>::min());
+}
+
+/// max |a − b| / max |b| over two arrays of the same shape.
+template <typename A, typename B>
+double max_rel_err(const A& a, const B& b) {
+    return (a - b).cwiseAbs().maxCoeff() / std::max(b.cwiseAbs().maxCoeff(), 1e-300);
+}
+
+/// Random S6 parameters with entries of order one and decays in [−2, −0.1].
+inline ssmdyn::S6Params<double> random_params(std::mt19937& rng, Eigen::Index D, Eigen::Index N) {
+    std::normal_distribution<double> g(0.0, 1.0);
+    std::uniform_real_distribution<double> decay(0.1, 2.0);
+    auto gauss = [&](Eigen::Index r, Eigen::Index c) {
+        Eigen::MatrixXd m(r, c);
+        for (Eigen::Index i = 0; i < m.size(); ++i) m(i) = g(rng) / std::sqrt(double(D));
+        return m;
+    };
+    ssmdyn::S6Params<double> p;
+    p.S_B = gauss(N, D);
+    p.S_C = gauss(N, D);
+    p.S_Delta = gauss(D, D);
+    p.delta_bias = gauss(D, 1);
+    p.A.resize(D, N);
+    for (Eigen::Index i = 0; i < p.A.size(); ++i) p.A(i) = -decay(rng);
+    return p;
+}
+
+/// Random tokens, D×L, entries N(0, 1).
+inline Eigen::MatrixXd random_tokens(std::mt19937& rng, Eigen::Index D, Eigen::Index L) {
+    std::normal_distribution<double> g(0.0, 1.0);
+    Eigen::MatrixXd X(D, L);
+    for (Eigen::Index i = 0; i < X.size(); ++i) X(i) = g(rng);
+    return X;
+}
+
+/// Time for token 1 of the 1-D system to go from x0 to x (same sign, |x| beyond |x0| in
+/// the direction of motion): t = ∫ du / (μ u³ softplus(s u + b)) by tanh-sinh quadrature.
+/// Token 1 sees only itself, so this is its exact solution in implicit form.
+inline double token1_time(double mu, double s, double b, double x0, double x) {
+    boost::math::quadrature::tanh_sinh<double> q;
+    auto f = [=](double u) { return 1.0 / (mu * u * u * u * ssmdyn::softplus(s * u + b)); };
+    return x0 < x ? q.integrate(f, x0, x) : -q.integrate(f, x, x0);
+}
+
+/// Blow-up time of token 1, T* = ∫_{|x0|}^∞ du / (μ u³ softplus(s·sign(x0)·u + b)).
+inline double token1_blowup_time(double mu, double s, double b, double x0) {
+    boost::math::quadrature::exp_sinh<double> q;
+    const double sg = x0 > 0 ? 1.0 : -1.0;
+    auto f = [=](double u) { return 1.0 / (mu * u * u * u * ssmdyn::softplus(s * sg * u + b)); };
+    return q.integrate(f, std::abs(x0), std::numeric_limits<double>::infinity());
+}
+
+}  // namespace test
