@@ -54,7 +54,12 @@ TEST_CASE("validation names the field and the problem") {
 
     p = good;
     p.delta_bias.resize(2);
-    CHECK(message_of([&] { p.validate(); }).find("delta_bias") != std::string::npos);
+    CHECK(message_of([&] { p.validate(); }) == "delta_bias has 2 entries, expected D = 3");
+
+    // The field that disagrees with the others is blamed, S_B included.
+    p = good;
+    p.S_B.resize(2, 4);
+    CHECK(message_of([&] { p.validate(); }) == "S_B has shape 2x4 but must be N x D = 2x3");
 
     p = good;
     p.A.resize(2, 3);

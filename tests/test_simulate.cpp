@@ -134,6 +134,22 @@ TEST_CASE("rk4 is fourth order: halving the step divides the error by 16") {
     CHECK(order < 4.2);
 }
 
+TEST_CASE("recorded steps are strictly increasing in time and end at t_end once") {
+    const System sys(ssmdyn::S6Params<double>::one_dimensional(-1.0, 0.5, 1.0, 0.0));
+    for (Stepper st : {Stepper::Dopri5, Stepper::Rk4}) {
+        Options o;
+        o.stepper = st;
+        o.dt = st == Stepper::Rk4 ? 0.1 : 0.0;
+        const auto r = ssmdyn::simulate(sys, tokens({1.0, 2.0}), 3.0, o);
+        REQUIRE(r.status == Status::Completed);
+        REQUIRE(r.times.size() == r.steps + 1);
+        CHECK(r.times.front() == 0.0);
+        CHECK(r.times.back() == 3.0);
+        for (std::size_t k = 1; k < r.times.size(); ++k) CHECK(r.times[k] > r.times[k - 1]);
+        CHECK(r.states.back() == r.x_final);
+    }
+}
+
 TEST_CASE("requested output times are hit exactly") {
     const System sys(ssmdyn::S6Params<double>::one_dimensional(-1.0, 0.5, 1.0, 0.0));
     const State x0 = tokens({1.0, 2.0});

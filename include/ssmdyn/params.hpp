@@ -2,7 +2,9 @@
 /// \file params.hpp
 /// Parameters of one selective-scan (S6) layer, shared by every layer of the deep model.
 
+#include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -20,7 +22,7 @@ namespace ssmdyn {
 /// \f[ y_l^d = \sum_{j\le l}\Big[\sum_n C_{l,n}\, e^{A_{d,n}\sum_{k=j+1}^{l}\Delta_k^d}\,
 ///     B_{j,n}\Big]\Delta_j^d x_j^d . \f]
 ///
-/// Shapes are taken from S_B: N = S_B.rows(), D = S_B.cols(). validate() checks the rest.
+/// D = S_B.cols() and N = S_B.rows() once validate() has checked that the shapes agree.
 template <typename Scalar = double>
 struct S6Params {
     using Matrix = MatrixX<Scalar>;
@@ -65,12 +67,19 @@ struct S6Params {
     /// Throws std::invalid_argument naming the field and the problem when a shape is
     /// inconsistent, an entry is not finite, or an entry of A is not strictly negative.
     void validate() const {
-        const Eigen::Index n = state_dim(), d = dim();
+        // D and N by majority over the fields that carry them, so that one malformed
+        // field is the one blamed (ties go to S_B).
+        const Eigen::Index d = consensus({S_B.cols(), S_C.cols(), S_Delta.rows(), S_Delta.cols(),
+                                          delta_bias.size(), A.rows()});
+        const Eigen::Index n = consensus({S_B.rows(), S_C.rows(), A.cols()});
         if (n < 1 || d < 1)
             fail("S_B", "is " + shape(S_B) + "; need N >= 1 rows and D >= 1 columns");
+        expect_shape("S_B", S_B, n, d, "N x D");
         expect_shape("S_C", S_C, n, d, "N x D");
         expect_shape("S_Delta", S_Delta, d, d, "D x D");
-        expect_shape("delta_bias", delta_bias, d, 1, "D");
+        if (delta_bias.size() != d)
+            fail("delta_bias", "has " + std::to_string(delta_bias.size()) + " entries, expected D = " +
+                                   std::to_string(d));
         expect_shape("A", A, d, n, "D x N");
         expect_finite("S_B", S_B);
         expect_finite("S_C", S_C);
@@ -90,6 +99,15 @@ private:
     [[noreturn]] static void fail(const std::string& field, const std::string& what) {
         throw std::invalid_argument(field + " " + what);
     }
+    static Eigen::Index consensus(std::initializer_list<Eigen::Index> votes) {
+        Eigen::Index best = *votes.begin();
+        std::ptrdiff_t best_count = 0;
+        for (Eigen::Index v : votes) {
+            const auto count = std::count(votes.begin(), votes.end(), v);
+            if (count > best_count) best = v, best_count = count;
+        }
+        return best;
+    }
     template <typename M>
     static std::string shape(const M& m) {
         return std::to_string(m.rows()) + "x" + std::to_string(m.cols());
@@ -99,8 +117,7 @@ private:
                              const char* meaning) {
         if (m.rows() != rows || m.cols() != cols)
             fail(field, "has shape " + shape(m) + " but must be " + meaning + " = " +
-                            std::to_string(rows) + "x" + std::to_string(cols) +
-                            " (N and D are taken from S_B)");
+                            std::to_string(rows) + "x" + std::to_string(cols));
     }
     template <typename M>
     static void expect_finite(const char* field, const M& m) {

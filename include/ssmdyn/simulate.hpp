@@ -115,8 +115,10 @@ struct SimulateResult {
     Status status = Status::Completed;
     /// Time of x_final.
     Scalar t_final = Scalar(0);
-    /// With Status::BlowUp: the estimated blow-up time (>= t_final), extrapolated from the
-    /// power-law growth of the norm over the last accepted steps.
+    /// With Status::BlowUp: the time at which blow-up was detected (= t_final). Past the
+    /// bound the remaining time is tiny (for a cubic right-hand side it scales like
+    /// 1/|x|²), so the error is set by the integration's own accuracy; for rk4 it is
+    /// within one step of the singularity.
     std::optional<Scalar> t_blowup;
     /// The last accepted state; never contains NaN or Inf.
     StateVector<Scalar> x_final;
@@ -167,21 +169,6 @@ void check_options(const SimulateOptions<Scalar>& o, Scalar t_end) {
     }
 }
 
-/// Power-law extrapolation of the blow-up time from the last three accepted (t, |x|):
-/// for |x| = c (T − t)^(−α), q = |x| / |x|' = (T − t)/α is linear in t, so two finite-
-/// difference values of q give α and T. Falls back to the last time when the fit fails.
-template <typename Scalar>
-Scalar extrapolate_blowup(const Scalar (&t)[3], const Scalar (&n)[3]) {
-    const Scalar qa = (t[1] - t[0]) / std::log(n[1] / n[0]);
-    const Scalar qb = (t[2] - t[1]) / std::log(n[2] / n[1]);
-    const Scalar ma = (t[0] + t[1]) / 2, mb = (t[1] + t[2]) / 2;
-    const Scalar alpha = (mb - ma) / (qa - qb);
-    const Scalar T = mb + alpha * qb;
-    const bool ok = std::isfinite(T) && qa > 0 && qb > 0 && alpha > 0 && T >= t[2] &&
-                    T - t[2] <= t[2] - t[0];
-    return ok ? T : t[2];
-}
-
 /// The stepping loop shared by every stepper. `try_step(sys, in, t, out, dt)` returns
 /// true on an accepted step (advancing t and suggesting the next dt) and false on a
 /// rejected one (shrinking dt); `adaptive` says whether dt may be changed.
@@ -228,24 +215,22 @@ SimulateResult<Scalar> step_loop(Rhs& rhs, StateVector<Scalar> x, Scalar t_end,
     };
     record_reached();
 
-    Scalar hist_t[3] = {t, t, t}, hist_n[3] = {0, 0, max_norm(x)};  // last accepted (t, |x|)
-    std::size_t history = 1;
-    bool last_rejection_nonfinite = false;
-    auto growing = [&] { return history >= 2 && hist_n[2] > hist_n[1]; };
+    Scalar norm = max_norm(x), previous_norm = norm;  // of the last two accepted states
+    bool nonfinite_trial = false;                     // did the last trial step give NaN/Inf?
     auto finish = [&](Status s, std::string why) {
         res.status = s;
         res.message = std::move(why);
-        if (s == Status::BlowUp)
-            res.t_blowup = history >= 3 ? extrapolate_blowup(hist_t, hist_n) : t;
+        if (s == Status::BlowUp) res.t_blowup = t;
     };
 
     for (;;) {
         const Scalar target =
             (opt.record == Record::Times && next_output < outs.size()) ? outs[next_output] : t_end;
         const Scalar tiny = opt.min_dt_relative * std::max(Scalar(1), abs(t));
-        if (t_end - t <= tiny) {  // done (a last sliver below the minimum step is not stepped)
+        if (t_end - t <= tiny) {  // done; a last sliver below the minimum step is not stepped
+            if (opt.record == Record::Steps && t != t_end) res.times.back() = t_end;
             t = t_end;
-            record_reached();
+            if (opt.record == Record::Times) record_reached();
             finish(Status::Completed, "reached t_end");
             break;
         }
@@ -259,10 +244,10 @@ SimulateResult<Scalar> step_loop(Rhs& rhs, StateVector<Scalar> x, Scalar t_end,
         const bool clipped = dt >= target - t;
         Scalar dt_try = clipped ? target - t : dt;
         if (dt_try < tiny && !(clipped && target - t > 0)) {
-            if (last_rejection_nonfinite)
+            if (nonfinite_trial)
                 finish(Status::NonFinite, "the right-hand side is not finite just past t = " +
                                               std::to_string(static_cast<double>(t)));
-            else if (growing())
+            else if (norm > previous_norm)
                 finish(Status::BlowUp, "the step size collapsed while the state grew");
             else
                 finish(Status::StepSizeUnderflow, "the step size fell below the minimum");
@@ -271,13 +256,13 @@ SimulateResult<Scalar> step_loop(Rhs& rhs, StateVector<Scalar> x, Scalar t_end,
         const Scalar dt_before = dt_try;
         Scalar t_try = t;
         const bool accepted = try_step(rhs, x, t_try, x_new, dt_try);
-        last_rejection_nonfinite = accepted && !x_new.allFinite();
+        nonfinite_trial = accepted && !x_new.allFinite();
         if (!accepted) {
             ++res.rejected_steps;
             dt = dt_try;
             continue;
         }
-        if (last_rejection_nonfinite) {  // odeint accepts a NaN error estimate: reject it here
+        if (nonfinite_trial) {  // odeint accepts a NaN error estimate: reject the step here
             ++res.rejected_steps;
             reset();
             rhs(x, dxdt, t);
@@ -287,7 +272,7 @@ SimulateResult<Scalar> step_loop(Rhs& rhs, StateVector<Scalar> x, Scalar t_end,
                 break;
             }
             if (!adaptive) {
-                if (growing())
+                if (norm > previous_norm)
                     finish(Status::BlowUp, "the state overflowed within one fixed step");
                 else
                     finish(Status::NonFinite, "a fixed step produced a non-finite state");
@@ -301,15 +286,8 @@ SimulateResult<Scalar> step_loop(Rhs& rhs, StateVector<Scalar> x, Scalar t_end,
         t = (clipped && abs(t_try - target) <= tiny) ? target : t_try;
         dt = clipped ? std::max(dt, dt_try) : dt_try;
         record_reached();
-
-        const Scalar norm = max_norm(x);
-        for (int i = 0; i < 2; ++i) {
-            hist_t[i] = hist_t[i + 1];
-            hist_n[i] = hist_n[i + 1];
-        }
-        hist_t[2] = t;
-        hist_n[2] = norm;
-        ++history;
+        previous_norm = norm;
+        norm = max_norm(x);
         if (norm > opt.blowup_norm) {
             finish(Status::BlowUp, "the norm exceeded the blow-up bound");
             break;

@@ -1,0 +1,372 @@
+// The `ssmdyn` program, run as a user runs it: through the shell, from a scratch folder,
+// with its stdout, stderr and exit code captured (the binary's path is SSMDYN_CLI).
+#include "support.hpp"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <ssmdyn/simulate.hpp>
+#include <ssmdyn/system.hpp>
+
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+
+namespace {
+
+/// A fresh folder under the system's temporary directory, removed with its contents at
+/// scope exit.
+class ScratchDir {
+public:
+    ScratchDir() {
+        static int count = 0;
+        m_path = fs::temp_directory_path() /
+                 ("ssmdyn-cli-test-" + std::to_string(::getpid()) + "-" + std::to_string(count++));
+        fs::create_directories(m_path);
+    }
+    ~ScratchDir() {
+        std::error_code ignored;
+        fs::remove_all(m_path, ignored);
+    }
+    ScratchDir(const ScratchDir&) = delete;
+    ScratchDir& operator=(const ScratchDir&) = delete;
+
+    const fs::path& path() const { return m_path; }
+    fs::path operator/(const std::string& name) const { return m_path / name; }
+
+private:
+    fs::path m_path;
+};
+
+std::string read_file(const fs::path& path) {
+    std::ifstream in(path);
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+void write_file(const fs::path& path, const std::string& text) { std::ofstream(path) << text; }
+
+std::vector<std::string> lines(const std::string& text) {
+    std::vector<std::string> out;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) out.push_back(line);
+    return out;
+}
+
+std::string shell_quote(const std::string& s) {
+    std::string q = "'";
+    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+}
+
+struct Run {
+    int exit_code;
+    std::string out, err;
+};
+
+/// Runs `[env] ssmdyn args` in `dir` through the shell; `args` is shell text.
+Run run(const ScratchDir& dir, const std::string& args, const std::string& env = "") {
+    const std::string command = "cd " + shell_quote(dir.path().string()) + " && " + env + " " +
+                                shell_quote(SSMDYN_CLI) + " " + args +
+                                " > cli-stdout.txt 2> cli-stderr.txt";
+    const int status = std::system(command.c_str());
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(dir / "cli-stdout.txt"),
+            read_file(dir / "cli-stderr.txt")};
+}
+
+Json matrix_json(const Eigen::MatrixXd& m) {
+    Json rows = Json::array();
+    for (Eigen::Index i = 0; i < m.rows(); ++i) {
+        Json row = Json::array();
+        for (Eigen::Index j = 0; j < m.cols(); ++j) row.push_back(m(i, j));
+        rows.push_back(row);
+    }
+    return rows;
+}
+
+/// The full-form configuration; `tokens` is D×L, column l is token l.
+Json full_config(const ssmdyn::S6Params<double>& p, const Eigen::MatrixXd& tokens) {
+    Json bias = Json::array();
+    for (Eigen::Index d = 0; d < p.delta_bias.size(); ++d) bias.push_back(p.delta_bias(d));
+    return {{"model",
+             {{"S_B", matrix_json(p.S_B)},
+              {"S_C", matrix_json(p.S_C)},
+              {"S_Delta", matrix_json(p.S_Delta)},
+              {"delta_bias", bias},
+              {"A", matrix_json(p.A)}}},
+            {"tokens", matrix_json(tokens.transpose())}};
+}
+
+/// The stdout of a successful `simulate`, checked against the contract: exactly its seven
+/// fields with their types, and `tokens` holding L tokens of D finite numbers.
+Json simulate_result(const Run& r, Eigen::Index L, Eigen::Index D) {
+    CAPTURE(r.out, r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.err.empty());
+    REQUIRE(lines(r.out).size() == 1);
+    const Json j = Json::parse(r.out);
+    REQUIRE(j.is_object());
+    CHECK(j.size() == 7);
+    CHECK(j.at("status").is_string());
+    CHECK(j.at("t_final").is_number());
+    CHECK((j.at("t_blowup").is_number() || j.at("t_blowup").is_null()));
+    CHECK(j.at("steps").is_number_unsigned());
+    CHECK(j.at("rhs_evaluations").is_number_unsigned());
+    CHECK(j.at("rhs_evaluations").get<std::size_t>() >= j.at("steps").get<std::size_t>());
+    CHECK(j.at("solve_seconds").is_number());
+    CHECK(j.at("solve_seconds").get<double>() >= 0);
+    const Json& tokens = j.at("tokens");
+    REQUIRE(tokens.is_array());
+    REQUIRE(tokens.size() == static_cast<std::size_t>(L));
+    for (const Json& token : tokens) {
+        REQUIRE(token.is_array());
+        REQUIRE(token.size() == static_cast<std::size_t>(D));
+        for (const Json& v : token) {
+            REQUIRE(v.is_number());
+            CHECK(std::isfinite(v.get<double>()));
+        }
+    }
+    return j;
+}
+
+/// The JSON tokens as a flat state (token l = entries l·D … l·D+D−1).
+Eigen::VectorXd flat_tokens(const Json& tokens) {
+    std::vector<double> flat;
+    for (const Json& token : tokens)
+        for (const Json& v : token) flat.push_back(v.get<double>());
+    return Eigen::Map<Eigen::VectorXd>(flat.data(), static_cast<Eigen::Index>(flat.size()));
+}
+
+/// A D = 2, N = 2 model and L = 3 tokens, fixed by the seed.
+struct SmallProblem {
+    std::mt19937 rng{2024};
+    ssmdyn::S6Params<double> params = test::random_params(rng, 2, 2);
+    Eigen::MatrixXd tokens = test::random_tokens(rng, 2, 3);
+};
+
+}  // namespace
+
+TEST_CASE("cli: simulate: a 1-D blow-up is a result, at the quadrature's blow-up time") {
+    const double mu = 1.0, s = 0.5, b = 0.2, x1 = 1.0;
+    ScratchDir dir;
+    // Only token 1 has s·x(0) > 0: it blows up at T* and drags the others along.
+    write_file(dir / "blowup.json", R"({"model": {"mu": 1, "s_delta": 0.5, "a": 1,
+                                                  "delta_bias": 0.2},
+                                        "tokens": [1.0, -0.5, -1.5]})");
+    const Json j = simulate_result(run(dir, "simulate blowup.json --t-end 10"), 3, 1);
+    CHECK(j["status"] == "blow_up");
+    REQUIRE(j["t_blowup"].is_number());
+    const double T_star = test::token1_blowup_time(mu, s, b, x1);
+    CAPTURE(T_star, j["t_blowup"].get<double>());
+    CHECK(test::rel_err(j["t_blowup"].get<double>(), T_star) < 1e-6);
+    CHECK(j["t_final"].get<double>() <= j["t_blowup"].get<double>());
+}
+
+TEST_CASE("cli: simulate: a convergent 1-D run ends at t_end on the quadrature solution") {
+    const double mu = -0.8, s = 0.7, b = 0.3, x1 = 1.3, t_end = 20.0;
+    ScratchDir dir;
+    write_file(dir / "converge.json", R"({"model": {"mu": -0.8, "s_delta": 0.7, "a": 1.0,
+                                                    "delta_bias": 0.3},
+                                          "tokens": [[1.3], [0.5], [-2.0]]})");
+    const Json j = simulate_result(
+        run(dir, "simulate converge.json --rtol 1e-12 --t-end 20 --atol 1e-14"), 3, 1);
+    CHECK(j["status"] == "completed");
+    CHECK(j["t_final"].get<double>() == t_end);
+    CHECK(j["t_blowup"].is_null());
+    // The quadrature says how long token 1 takes to reach the printed value.
+    const double x1_final = j["tokens"][0][0].get<double>();
+    CHECK(test::rel_err(test::token1_time(mu, s, b, x1, x1_final), t_end) < 1e-7);
+}
+
+TEST_CASE("cli: simulate: the full form gives what ssmdyn::simulate gives, with every stepper") {
+    const SmallProblem problem;
+    ScratchDir dir;
+    write_file(dir / "full.json", full_config(problem.params, problem.tokens).dump());
+    const ssmdyn::SelectiveSystem<double> system(problem.params);
+    const double t_end = 2.0;
+
+    for (const char* name : {"dopri5", "cash_karp", "fehlberg78", "bulirsch_stoer", "rk4"}) {
+        CAPTURE(name);
+        ssmdyn::SimulateOptions<double> options;
+        options.stepper = ssmdyn::parse_stepper(name);
+        options.rtol = 1e-9;
+        options.atol = 1e-12;
+        options.dt = 0.01;
+        options.record = ssmdyn::Record::None;
+        const auto expected =
+            ssmdyn::simulate(system, ssmdyn::to_state(problem.tokens), t_end, options);
+
+        const Json j = simulate_result(
+            run(dir, std::string("simulate full.json --t-end 2 --stepper ") + name +
+                         " --rtol 1e-9 --atol 1e-12 --dt 0.01"),
+            3, 2);
+        CHECK(j["status"] == ssmdyn::to_string(expected.status));
+        CHECK(j["t_final"].get<double>() == expected.t_final);
+        CHECK(j["steps"].get<std::size_t>() == expected.steps);
+        CHECK(test::max_rel_err(flat_tokens(j["tokens"]), expected.x_final) < 1e-12);
+    }
+}
+
+TEST_CASE("cli: simulate --out: CSV header t,x1_1,..,xL_D, last row = printed tokens") {
+    const SmallProblem problem;
+    ScratchDir dir;
+    write_file(dir / "full.json", full_config(problem.params, problem.tokens).dump());
+    const Json j = simulate_result(run(dir, "simulate full.json --t-end 1 --out traj.csv"), 3, 2);
+
+    const auto csv = lines(read_file(dir / "traj.csv"));
+    REQUIRE(csv.size() >= j["steps"].get<std::size_t>() + 2);  // header, x(0), every step
+    CHECK(csv.front() == "t,x1_1,x1_2,x2_1,x2_2,x3_1,x3_2");
+    const auto cells = [](const std::string& line) {
+        std::vector<double> values;
+        std::istringstream row(line);
+        for (std::string cell; std::getline(row, cell, ',');) values.push_back(std::stod(cell));
+        REQUIRE(values.size() == 7);
+        return values;
+    };
+    const std::vector<double> first = cells(csv[1]), last = cells(csv.back());
+    CHECK(first[0] == 0.0);
+    CHECK(last[0] == j["t_final"].get<double>());
+    // 17 significant digits read back as the very same doubles.
+    const Eigen::VectorXd x0 = ssmdyn::to_state(problem.tokens), x = flat_tokens(j["tokens"]);
+    for (std::size_t i = 0; i < 6; ++i) {
+        CHECK(first[i + 1] == x0(static_cast<Eigen::Index>(i)));
+        CHECK(last[i + 1] == x(static_cast<Eigen::Index>(i)));
+    }
+}
+
+TEST_CASE("cli: invalid input: exit 2 and one line on stderr naming the field") {
+    struct Case {
+        const char* what;
+        std::string config;  ///< written to cfg.json unless empty
+        std::string args;
+        std::string message_start;  ///< the message after "ssmdyn: " starts with this
+    };
+    const std::string ok = R"({"model": {"mu": 1, "s_delta": 1, "a": 1}, "tokens": [1]})";
+    const std::string full_model = R"("S_B": [[1, 0.2], [0.1, -0.5]], "S_C": [[0.3, 1], [1, 0.4]],
+                                      "S_Delta": [[0.5, 0], [0.1, 0.2]])";
+    const std::string run_it = "simulate cfg.json --t-end 1";
+    const std::vector<Case> cases = {
+        {"missing model", R"({"tokens": [1]})", run_it, "model: required field is missing"},
+        {"missing tokens", R"({"model": {"mu": 1, "s_delta": 1, "a": 1}})", run_it,
+         "tokens: required field is missing"},
+        {"S_B ragged", R"({"model": {"S_B": [[1, 0.2], [0.1]], "S_C": [[0.3, 1], [1, 0.4]],
+                           "S_Delta": [[0.5, 0], [0.1, 0.2]], "A": [[-1, -2], [-0.5, -1]]},
+                           "tokens": [[1, 0.5]]})",
+         run_it, "model.S_B[1]: has 1 entry, expected 2"},
+        {"S_B wider than the other matrices",
+         R"({"model": {"S_B": [[1, 0.2, 3]], "S_C": [[0.3, 1]], "S_Delta": [[0.5, 0], [0.1, 0.2]],
+             "A": [[-1], [-0.5]]}, "tokens": [[1, 0.5]]})",
+         run_it, "model.S_B has shape 1x3 but must be N x D = 1x2"},
+        {"A positive", "{\"model\": {" + full_model + R"(, "A": [[-1, -2], [0.5, -1]]},
+                        "tokens": [[1, 0.5]]})",
+         run_it, "model.A(1,0) = 0.5 must be < 0"},
+        {"shorthand decay not positive",
+         R"({"model": {"mu": 1, "s_delta": 1, "a": 0}, "tokens": [1]})", run_it, "model.a = 0"},
+        {"a string where a number belongs",
+         R"({"model": {"mu": "1", "s_delta": 1, "a": 1}, "tokens": [1]})", run_it,
+         "model.mu: expected a number, got string"},
+        {"null", R"({"model": {"mu": 1, "s_delta": null, "a": 1}, "tokens": [1]})", run_it,
+         "model.s_delta: expected a number, got null"},
+        {"NaN as a string", R"({"model": {"mu": 1, "s_delta": 1, "a": 1}, "tokens": [1, "NaN"]})",
+         run_it, "tokens: token 2"},
+        {"a number overflowing to infinity",
+         R"({"model": {"mu": 1, "s_delta": 1, "a": 1}, "tokens": [1e999]})", run_it,
+         "config file 'cfg.json': invalid JSON: number overflow parsing '1e999'"},
+        {"misspelt optional field",
+         R"({"model": {"mu": 1, "s_delta": 1, "a": 1, "delta_bais": 0}, "tokens": [1]})", run_it,
+         "model.delta_bais: unknown field"},
+        {"empty tokens", R"({"model": {"mu": 1, "s_delta": 1, "a": 1}, "tokens": []})", run_it,
+         "tokens: expected at least one token"},
+        {"ragged token", "{\"model\": {" + full_model + R"(, "A": [[-1, -2], [-0.5, -1]]},
+                          "tokens": [[1, 0.5], [2], [0, 1]]})",
+         run_it, "tokens: token 2 has 1 entry, expected D = 2"},
+        {"unreadable file", "", "simulate missing.json --t-end 1",
+         "config file 'missing.json': cannot be opened"},
+        {"malformed JSON", R"({"model": {"mu": 1,, "tokens": [1]})", run_it,
+         "config file 'cfg.json': invalid JSON: parse error at line 1"},
+        {"unknown stepper", ok, run_it + " --stepper rk5", "--stepper: stepper 'rk5' is unknown"},
+        {"missing --t-end", ok, "simulate cfg.json", "--t-end: required"},
+        {"negative --t-end", ok, "simulate cfg.json --t-end -1", "--t-end: must be >= 0"},
+        {"non-numeric --t-end", ok, "simulate cfg.json --t-end soon", "--t-end: 'soon' is not"},
+        {"infinite --t-end", ok, "simulate cfg.json --t-end inf", "--t-end: 'inf' is not"},
+        {"negative --rtol", ok, run_it + " --rtol -1e-8", "--rtol: must be >= 0"},
+        {"flag without value", ok, run_it + " --atol", "--atol: needs a value"},
+        {"unknown flag", ok, run_it + " --tend 1", "--tend: unknown option for 'simulate'"},
+        {"missing CONFIG", "", "simulate --t-end 1", "simulate: missing the CONFIG file"},
+        {"unknown subcommand", "", "frobnicate", "unknown command 'frobnicate'"},
+        {"unknown demo flag", "", "demo --out ssmdyn-demo", "--out: unknown option for 'demo'"},
+    };
+    for (const Case& c : cases) {
+        CAPTURE(c.what, c.args);
+        ScratchDir dir;
+        if (!c.config.empty()) write_file(dir / "cfg.json", c.config);
+        const Run r = run(dir, c.args);
+        CAPTURE(r.err);
+        CHECK(r.exit_code == 2);
+        CHECK(r.out.empty());
+        CHECK(lines(r.err).size() == 1);
+        CHECK(r.err.back() == '\n');
+        CHECK(r.err.rfind("ssmdyn: " + c.message_start, 0) == 0);
+    }
+}
+
+TEST_CASE("cli: --help prints the usage on stdout and exits 0") {
+    ScratchDir dir;
+    for (const char* args : {"--help", "-h", "simulate --help"}) {
+        CAPTURE(args);
+        const Run r = run(dir, args);
+        CHECK(r.exit_code == 0);
+        CHECK(r.err.empty());
+        CHECK(r.out.rfind("usage:", 0) == 0);
+        CHECK(r.out.find("simulate CONFIG --t-end T") != std::string::npos);
+    }
+}
+
+TEST_CASE("cli: demo: a table of the three regimes, a CSV per scenario in the output folder") {
+    ScratchDir dir;
+    const char* regimes[] = {"convergence", "slow_divergence", "fast_divergence"};
+    const char* statuses[] = {"completed", "completed", "blow_up"};
+    // Run as `ssmdyn demo --out-dir DIR`, as bare `ssmdyn` (default folder), and without
+    // gnuplot on PATH (the plots are skipped, the rest is unchanged).
+    struct Variant {
+        std::string args, folder, env;
+    };
+    for (const Variant& v : {Variant{"demo --out-dir 'my results'", "my results", ""},
+                             Variant{"", "ssmdyn-demo", ""},
+                             Variant{"demo --out-dir no-plots", "no-plots", "PATH=/nonexistent"}}) {
+        CAPTURE(v.args, v.env);
+        const Run r = run(dir, v.args, v.env);
+        CAPTURE(r.out, r.err);
+        REQUIRE(r.exit_code == 0);
+        const auto out = lines(r.out);
+        REQUIRE(!out.empty());
+        CHECK(out.back() == "Output folder: " + v.folder);
+        for (int k = 0; k < 3; ++k) {
+            CAPTURE(regimes[k]);
+            // The table row of this regime carries its status.
+            bool row_found = false;
+            for (const std::string& line : out)
+                if (line.rfind(std::string(regimes[k]) + " ", 0) == 0)
+                    row_found = line.find(statuses[k]) != std::string::npos;
+            CHECK(row_found);
+            const fs::path csv = dir / v.folder / (std::string(regimes[k]) + ".csv");
+            REQUIRE(fs::exists(csv));
+            const auto rows = lines(read_file(csv));
+            CHECK(rows.front() == "t,x1_1,x2_1,x3_1");
+            CHECK(rows.size() > 10);
+            const bool plotted = r.out.find("PNG plots (gnuplot)") != std::string::npos;
+            CHECK(plotted == fs::exists(dir / v.folder / (std::string(regimes[k]) + ".png")));
+        }
+        if (!v.env.empty()) CHECK(r.out.find("gnuplot not found on PATH") != std::string::npos);
+    }
+}

@@ -1,0 +1,151 @@
+// The `ssmdyn` command-line program: `demo` (the default) and `simulate`.
+//
+// Exit codes: 0 on success (a blow-up is a result, not an error), 2 on invalid input,
+// 1 on any other failure; every error is one line on stderr naming the field or flag.
+
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <ssmdyn/simulate.hpp>
+#include <ssmdyn/system.hpp>
+
+#include "arguments.hpp"
+#include "config.hpp"
+#include "csv.hpp"
+#include "demo.hpp"
+
+namespace {
+
+using namespace ssmdyn;
+using namespace ssmdyn::cli;
+
+constexpr const char* usage = R"(usage:
+  ssmdyn [demo] [--out-dir DIR]
+      The paper's three 1-D regimes: prints a table, writes one CSV (and, with gnuplot,
+      one PNG) per scenario into DIR (default: ssmdyn-demo).
+
+  ssmdyn simulate CONFIG --t-end T [--rtol R] [--atol A] [--stepper NAME] [--dt H]
+                         [--out FILE.csv]
+      Integrates dX/dt = S6(X) from the tokens in CONFIG up to time T and prints
+      {"status", "t_final", "t_blowup", "tokens", "steps", "rhs_evaluations",
+       "solve_seconds"} as one JSON object.
+      --rtol, --atol   tolerances of the adaptive steppers (default 1e-8, 1e-10)
+      --stepper        dopri5 (default), cash_karp, fehlberg78, bulirsch_stoer, rk4
+      --dt             rk4: the fixed step; adaptive: the first trial step
+                       (default 0: chosen automatically)
+      --out            also write the trajectory as CSV, columns t,x1_1,..,xL_D
+
+  CONFIG (JSON), full form, with N rows of D in S_B and S_C, D rows of D in S_Delta,
+  D rows of N in A (every entry < 0), delta_bias optional:
+      {"model": {"S_B": [[..]], "S_C": [[..]], "S_Delta": [[..]], "A": [[..]],
+                 "delta_bias": [..]},
+       "tokens": [[x_1 (D values)], .., [x_L]]}
+  or the 1-D shorthand (tokens may be a flat list); unknown fields are errors:
+      {"model": {"mu": m, "s_delta": s, "a": a, "delta_bias": b}, "tokens": [x_1, .., x_L]}
+
+  Exit status: 0 success (a blow-up included), 2 invalid input, 1 other failure.
+)";
+
+nlohmann::ordered_json result_json(const SimulateResult<double>& r, Eigen::Index dim,
+                                   double solve_seconds) {
+    const auto x = token_matrix(r.x_final, dim);  // column l is token l, contiguous
+    nlohmann::ordered_json tokens = nlohmann::ordered_json::array();
+    for (Eigen::Index l = 0; l < x.cols(); ++l)
+        tokens.push_back(std::vector<double>(x.col(l).data(), x.col(l).data() + dim));
+    nlohmann::ordered_json out;
+    out["status"] = to_string(r.status);
+    out["t_final"] = r.t_final;
+    out["t_blowup"] = r.t_blowup ? nlohmann::ordered_json(*r.t_blowup) : nullptr;
+    out["tokens"] = std::move(tokens);
+    out["steps"] = r.steps;
+    out["rhs_evaluations"] = r.rhs_evaluations;
+    out["solve_seconds"] = solve_seconds;
+    return out;
+}
+
+SimulateOptions<double> simulate_options(const Arguments& args) {
+    SimulateOptions<double> o;
+    o.rtol = args.non_negative("--rtol", o.rtol);
+    o.atol = args.non_negative("--atol", o.atol);
+    if (o.rtol == 0 && o.atol == 0) throw std::invalid_argument("--rtol, --atol: cannot both be 0");
+    o.dt = args.non_negative("--dt", o.dt);
+    if (const auto name = args.text("--stepper")) {
+        try {
+            o.stepper = parse_stepper(*name);
+        } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument(std::string("--stepper: ") + e.what());
+        }
+    }
+    o.record = args.has("--out") ? Record::Steps : Record::None;  // None: no trajectory kept
+    return o;
+}
+
+int run_simulate(const std::vector<std::string>& argv) {
+    const Arguments args = parse_arguments(
+        argv, {"--t-end", "--rtol", "--atol", "--stepper", "--dt", "--out"}, "simulate");
+    if (args.positional.empty()) throw std::invalid_argument("simulate: missing the CONFIG file");
+    if (args.positional.size() > 1)
+        throw std::invalid_argument("simulate: unexpected argument '" + args.positional[1] + "'");
+    if (!args.has("--t-end")) throw std::invalid_argument("--t-end: required (the final time)");
+    const double t_end = args.non_negative("--t-end", 0.0);
+    const SimulateOptions<double> options = simulate_options(args);
+    const Config config = load_config(args.positional.front());
+    std::optional<std::ofstream> csv;
+    if (const auto path = args.text("--out")) csv = open_for_writing(*path, "--out");
+
+    const SelectiveSystem<double> system(config.params);
+    const auto start = std::chrono::steady_clock::now();
+    const SimulateResult<double> result = simulate(system, config.tokens, t_end, options);
+    const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+
+    if (csv) save_csv(*csv, *args.text("--out"), result, system.dim());
+    std::cout << result_json(result, system.dim(), elapsed.count()).dump() << '\n';
+    return 0;
+}
+
+int run(const std::vector<std::string>& args) {
+    for (const std::string& a : args)
+        if (a == "--help" || a == "-h") {
+            std::cout << usage;
+            return 0;
+        }
+    // No command (no arguments, or a flag first) means the demo.
+    if (args.empty() || args.front()[0] == '-') return run_demo(args);
+    const std::string command = args.front();
+    const std::vector<std::string> rest(args.begin() + 1, args.end());
+    if (command == "demo") return run_demo(rest);
+    if (command == "simulate") return run_simulate(rest);
+    throw std::invalid_argument("unknown command '" + command +
+                                "'; expected demo or simulate (see ssmdyn --help)");
+}
+
+/// Prints "ssmdyn: <message>" as one line on stderr and returns `code`.
+int report(std::string message, int code) {
+    for (char& c : message)
+        if (c == '\n' || c == '\r') c = ' ';
+    std::cerr << "ssmdyn: " << message << '\n';
+    return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(std::vector<std::string>(argv + 1, argv + argc));
+    } catch (const std::invalid_argument& e) {
+        return report(e.what(), 2);
+    } catch (const nlohmann::json::exception& e) {
+        return report(e.what(), 2);
+    } catch (const std::exception& e) {
+        return report(e.what(), 1);
+    } catch (...) {
+        return report("unexpected error", 1);
+    }
+}
