@@ -10,10 +10,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <limits>
 #include <random>
 
-#include <boost/math/quadrature/exp_sinh.hpp>
+#include <boost/math/quadrature/gauss_kronrod.hpp>
 #include <boost/math/quadrature/tanh_sinh.hpp>
 
 #include <ssmdyn/params.hpp>
@@ -21,6 +22,14 @@
 #include <ssmdyn/step_size.hpp>
 
 namespace test {
+
+/// A flat state from a list of numbers, e.g. tokens({1.0, -0.5}) for two 1-D tokens.
+inline ssmdyn::StateVector<double> tokens(std::initializer_list<double> v) {
+    ssmdyn::StateVector<double> x(static_cast<Eigen::Index>(v.size()));
+    Eigen::Index i = 0;
+    for (double e : v) x(i++) = e;
+    return x;
+}
 
 /// |a − b| / max(|b|, tiny): the relative error of a against the reference b.
 inline double rel_err(double a, double b) {
@@ -61,20 +70,21 @@ inline Eigen::MatrixXd random_tokens(std::mt19937& rng, Eigen::Index D, Eigen::I
 }
 
 /// Time for token 1 of the 1-D system to go from x0 to x (same sign, |x| beyond |x0| in
-/// the direction of motion): t = ∫ du / (μ u³ softplus(s u + b)) by tanh-sinh quadrature.
-/// Token 1 sees only itself, so this is its exact solution in implicit form.
+/// the direction of motion): t = ∫ du / (μ u³ softplus(s u + b)) by adaptive Gauss–Kronrod
+/// quadrature. Token 1 sees only itself, so this is its exact solution in implicit form.
 inline double token1_time(double mu, double s, double b, double x0, double x) {
-    boost::math::quadrature::tanh_sinh<double> q;
     auto f = [=](double u) { return 1.0 / (mu * u * u * u * ssmdyn::softplus(s * u + b)); };
-    return x0 < x ? q.integrate(f, x0, x) : -q.integrate(f, x, x0);
+    return boost::math::quadrature::gauss_kronrod<double, 61>::integrate(f, x0, x, 15, 1e-14);
 }
 
-/// Blow-up time of token 1, T* = ∫_{|x0|}^∞ du / (μ u³ softplus(s·sign(x0)·u + b)).
+/// Blow-up time of token 1, T* = ∫_{|x0|}^∞ du / (μ u³ softplus(s·sign(x0)·u + b)), computed
+/// independently of the library's exp-sinh quadrature: substitute u = 1/w and integrate
+/// w / (μ softplus(s·sign(x0)/w + b)) over (0, 1/|x0|] by tanh-sinh. Needs s·x0 >= 0.
 inline double token1_blowup_time(double mu, double s, double b, double x0) {
-    boost::math::quadrature::exp_sinh<double> q;
+    boost::math::quadrature::tanh_sinh<double> q;
     const double sg = x0 > 0 ? 1.0 : -1.0;
-    auto f = [=](double u) { return 1.0 / (mu * u * u * u * ssmdyn::softplus(s * sg * u + b)); };
-    return q.integrate(f, std::abs(x0), std::numeric_limits<double>::infinity());
+    auto f = [=](double w) { return w <= 0 ? 0.0 : w / (mu * ssmdyn::softplus(s * sg / w + b)); };
+    return q.integrate(f, 0.0, 1.0 / std::abs(x0));
 }
 
 }  // namespace test

@@ -10,12 +10,7 @@ using State = System::State;
 using Options = ssmdyn::SimulateOptions<double>;
 
 namespace {
-State tokens(std::initializer_list<double> v) {
-    State x(static_cast<Eigen::Index>(v.size()));
-    Eigen::Index i = 0;
-    for (double e : v) x(i++) = e;
-    return x;
-}
+using test::tokens;
 Options tight(Stepper s = Stepper::Dopri5) {
     Options o;
     o.stepper = s;
