@@ -107,7 +107,7 @@ Json full_config(const ssmdyn::S6Params<double>& p, const Eigen::MatrixXd& token
             {"tokens", matrix_json(tokens.transpose())}};
 }
 
-/// The stdout of a successful `simulate`, checked against the contract: exactly its seven
+/// The stdout of a successful `simulate`, checked against the contract: exactly its eight
 /// fields with their types, and `tokens` holding L tokens of D finite numbers.
 Json simulate_result(const Run& r, Eigen::Index L, Eigen::Index D) {
     CAPTURE(r.out, r.err);
@@ -116,8 +116,9 @@ Json simulate_result(const Run& r, Eigen::Index L, Eigen::Index D) {
     REQUIRE(lines(r.out).size() == 1);
     const Json j = Json::parse(r.out);
     REQUIRE(j.is_object());
-    CHECK(j.size() == 7);
+    CHECK(j.size() == 8);
     CHECK(j.at("status").is_string());
+    CHECK(j.at("observed_regime").is_string());
     CHECK(j.at("t_final").is_number());
     CHECK((j.at("t_blowup").is_number() || j.at("t_blowup").is_null()));
     CHECK(j.at("steps").is_number_unsigned());
@@ -170,6 +171,7 @@ TEST_CASE("cli: simulate: a 1-D blow-up is a result, at the quadrature's blow-up
     CAPTURE(T_star, j["t_blowup"].get<double>());
     CHECK(test::rel_err(j["t_blowup"].get<double>(), T_star) < 1e-6);
     CHECK(j["t_final"].get<double>() <= j["t_blowup"].get<double>());
+    CHECK(j["observed_regime"] == "fast_divergence");
 }
 
 TEST_CASE("cli: simulate: a convergent 1-D run ends at t_end on the quadrature solution") {
@@ -186,6 +188,53 @@ TEST_CASE("cli: simulate: a convergent 1-D run ends at t_end on the quadrature s
     // The quadrature says how long token 1 takes to reach the printed value.
     const double x1_final = j["tokens"][0][0].get<double>();
     CHECK(test::rel_err(test::token1_time(mu, s, b, x1, x1_final), t_end) < 1e-7);
+    CHECK(j["observed_regime"] == "convergence");
+}
+
+TEST_CASE("cli: classify: the demo's three 1-D scenarios, and the blow-up time of the integration") {
+    ScratchDir dir;
+    struct Scenario { const char* tokens; const char* regime; const char* fates[3]; };
+    for (Scenario sc : {Scenario{"[1, -0.5, 2]", "convergence", {"converges", "converges", "converges"}},
+                        Scenario{"[-1, -0.5, -2]", "slow_divergence",
+                                 {"diverges_slowly", "diverges_slowly", "diverges_slowly"}},
+                        Scenario{"[1, -0.5, -2]", "fast_divergence",
+                                 {"blows_up", "dragged_to_infinity", "dragged_to_infinity"}}}) {
+        const double mu = std::string(sc.regime) == "convergence" ? -1 : 1;
+        CAPTURE(sc.regime);
+        write_file(dir / "c.json", R"({"model": {"mu": )" + std::to_string(mu) +
+                                       R"(, "s_delta": 1, "a": 1}, "tokens": )" + sc.tokens + "}");
+        const Run r = run(dir, "classify c.json");
+        CAPTURE(r.out, r.err);
+        REQUIRE(r.exit_code == 0);
+        const Json j = Json::parse(r.out);
+        CHECK(j["regime"] == sc.regime);
+        CHECK(j["theorem_applies"] == true);
+        CHECK(j["mu"] == Json::array({Json::array({mu})}));
+        CHECK(j["mu_sym_eigenvalues"] == Json::array({mu}));
+        CHECK(j["reason"].is_string());
+        REQUIRE(j["tokens"].size() == 3);
+        for (int l = 0; l < 3; ++l) {
+            CHECK(j["tokens"][l]["index"] == l + 1);
+            CHECK(j["tokens"][l]["prediction"] == sc.fates[l]);
+        }
+        const Json sim = simulate_result(run(dir, "simulate c.json --t-end 100 --rtol 1e-12 --atol 1e-14"), 3, 1);
+        CHECK(sim["observed_regime"] == sc.regime);
+        if (std::string(sc.regime) == "fast_divergence") {
+            REQUIRE(j["first_token_blowup_time"].is_number());
+            CHECK(test::rel_err(sim["t_blowup"].get<double>(), j["first_token_blowup_time"].get<double>()) < 1e-9);
+        } else {
+            CHECK(j["first_token_blowup_time"].is_null());
+        }
+    }
+    write_file(dir / "d2.json", full_config(SmallProblem().params, SmallProblem().tokens).dump());
+    const Run r = run(dir, "classify d2.json");
+    REQUIRE(r.exit_code == 0);
+    const Json j = Json::parse(r.out);
+    CHECK(j["regime"] == "undetermined");
+    CHECK(j["theorem_applies"] == false);
+    CHECK(j["mu_sym_eigenvalues"].size() == 2);
+    CHECK(run(dir, "classify").exit_code == 2);
+    CHECK(run(dir, "classify missing.json").exit_code == 2);
 }
 
 TEST_CASE("cli: simulate: the full form gives what ssmdyn::simulate gives, with every stepper") {

@@ -1,4 +1,4 @@
-// The `ssmdyn` command-line program: `demo` (the default) and `simulate`.
+// The `ssmdyn` command-line program: `demo` (the default), `simulate` and `classify`.
 //
 // Exit codes: 0 on success (a blow-up is a result, not an error), 2 on invalid input,
 // 1 on any other failure; every error is one line on stderr naming the field or flag.
@@ -13,6 +13,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <ssmdyn/classify.hpp>
+#include <ssmdyn/rates.hpp>
 #include <ssmdyn/simulate.hpp>
 #include <ssmdyn/system.hpp>
 
@@ -31,11 +33,16 @@ constexpr const char* usage = R"(usage:
       The paper's three 1-D regimes: prints a table, writes one CSV (and, with gnuplot,
       one PNG) per scenario into DIR (default: ssmdyn-demo).
 
+  ssmdyn classify CONFIG
+      Predicts the regime from the paper's theorems and prints {"regime", "mu",
+      "mu_sym_eigenvalues", "scenario", "theorem_applies", "reason",
+      "first_token_blowup_time", "tokens": [{"index", "prediction"}, ..]}.
+
   ssmdyn simulate CONFIG --t-end T [--rtol R] [--atol A] [--stepper NAME] [--dt H]
                          [--out FILE.csv]
       Integrates dX/dt = S6(X) from the tokens in CONFIG up to time T and prints
       {"status", "t_final", "t_blowup", "tokens", "steps", "rhs_evaluations",
-       "solve_seconds"} as one JSON object.
+       "solve_seconds", "observed_regime"} as one JSON object.
       --rtol, --atol   tolerances of the adaptive steppers (default 1e-8, 1e-10)
       --stepper        dopri5 (default), cash_karp, fehlberg78, bulirsch_stoer, rk4
       --dt             rk4: the fixed step; adaptive: the first trial step
@@ -53,12 +60,23 @@ constexpr const char* usage = R"(usage:
   Exit status: 0 success (a blow-up included), 2 invalid input, 1 other failure.
 )";
 
-nlohmann::ordered_json result_json(const SimulateResult<double>& r, Eigen::Index dim,
+/// A matrix as a JSON array of its rows.
+template <typename Derived>
+nlohmann::ordered_json rows_json(const Eigen::MatrixBase<Derived>& m) {
+    nlohmann::ordered_json rows = nlohmann::ordered_json::array();
+    for (Eigen::Index i = 0; i < m.rows(); ++i) {
+        nlohmann::ordered_json row = nlohmann::ordered_json::array();
+        for (Eigen::Index j = 0; j < m.cols(); ++j) row.push_back(m(i, j));
+        rows.push_back(std::move(row));
+    }
+    return rows;
+}
+
+nlohmann::ordered_json result_json(const SimulateResult<double>& r, const Config& config,
                                    double solve_seconds) {
-    const auto x = token_matrix(r.x_final, dim);  // column l is token l, contiguous
-    nlohmann::ordered_json tokens = nlohmann::ordered_json::array();
-    for (Eigen::Index l = 0; l < x.cols(); ++l)
-        tokens.push_back(std::vector<double>(x.col(l).data(), x.col(l).data() + dim));
+    const Eigen::Index dim = config.params.dim();
+    // Token l is column l of the D×L matrix, i.e. row l of its transpose.
+    const nlohmann::ordered_json tokens = rows_json(token_matrix(r.x_final, dim).transpose());
     nlohmann::ordered_json out;
     out["status"] = to_string(r.status);
     out["t_final"] = r.t_final;
@@ -67,7 +85,36 @@ nlohmann::ordered_json result_json(const SimulateResult<double>& r, Eigen::Index
     out["steps"] = r.steps;
     out["rhs_evaluations"] = r.rhs_evaluations;
     out["solve_seconds"] = solve_seconds;
+    out["observed_regime"] = to_string(observed_regime(r, config.tokens, dim));
     return out;
+}
+
+nlohmann::ordered_json classification_json(const Classification<double>& c) {
+    nlohmann::ordered_json out;
+    out["regime"] = to_string(c.regime);
+    out["mu"] = rows_json(c.mu);
+    out["mu_sym_eigenvalues"] = std::vector<double>(
+        c.mu_sym_eigenvalues.data(), c.mu_sym_eigenvalues.data() + c.mu_sym_eigenvalues.size());
+    out["scenario"] = to_string(c.scenario);
+    out["theorem_applies"] = c.theorem_applies;
+    out["reason"] = c.reason;
+    out["first_token_blowup_time"] = c.first_token_blowup_time
+                                         ? nlohmann::ordered_json(*c.first_token_blowup_time)
+                                         : nullptr;
+    nlohmann::ordered_json tokens = nlohmann::ordered_json::array();
+    for (const TokenPrediction& t : c.tokens)
+        tokens.push_back({{"index", t.index}, {"prediction", to_string(t.fate)}});
+    out["tokens"] = std::move(tokens);
+    return out;
+}
+
+int run_classify(const std::vector<std::string>& argv) {
+    const Arguments args = parse_arguments(argv, {}, "classify");
+    if (args.positional.size() != 1)
+        throw std::invalid_argument("classify: expected exactly one CONFIG file");
+    const Config config = load_config(args.positional.front());
+    std::cout << classification_json(classify(config.params, config.tokens)).dump() << '\n';
+    return 0;
 }
 
 SimulateOptions<double> simulate_options(const Arguments& args) {
@@ -106,7 +153,7 @@ int run_simulate(const std::vector<std::string>& argv) {
     const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
 
     if (csv) save_csv(*csv, *args.text("--out"), result, system.dim());
-    std::cout << result_json(result, system.dim(), elapsed.count()).dump() << '\n';
+    std::cout << result_json(result, config, elapsed.count()).dump() << '\n';
     return 0;
 }
 
@@ -122,8 +169,9 @@ int run(const std::vector<std::string>& args) {
     const std::vector<std::string> rest(args.begin() + 1, args.end());
     if (command == "demo") return run_demo(rest);
     if (command == "simulate") return run_simulate(rest);
+    if (command == "classify") return run_classify(rest);
     throw std::invalid_argument("unknown command '" + command +
-                                "'; expected demo or simulate (see ssmdyn --help)");
+                                "'; expected demo, simulate or classify (see ssmdyn --help)");
 }
 
 /// Prints "ssmdyn: <message>" as one line on stderr and returns `code`.

@@ -2,8 +2,12 @@
 /// \file ssmdyn.hpp
 /// Umbrella header: everything ssmdyn offers.
 
+#include "blowup_time.hpp"
+#include "classify.hpp"
 #include "odeint.hpp"
 #include "params.hpp"
+#include "rates.hpp"
+#include "regime.hpp"
 #include "selective_scan.hpp"
 #include "simulate.hpp"
 #include "state.hpp"
