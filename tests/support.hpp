@@ -8,7 +8,13 @@
 #include <catch2/catch.hpp>
 #endif
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <system_error>
 #include <cmath>
 #include <initializer_list>
 #include <limits>
@@ -22,6 +28,40 @@
 #include <ssmdyn/step_size.hpp>
 
 namespace test {
+
+/// Runs f and returns the message of the std::invalid_argument it throws, or
+/// "<no exception>" when it throws nothing (any other exception escapes and fails the test).
+template <typename F>
+std::string message_of(F f) {
+    try {
+        f();
+    } catch (const std::invalid_argument& e) {
+        return e.what();
+    }
+    return "<no exception>";
+}
+
+/// A file path under the temporary directory, unique to this object (and process),
+/// removed with whatever it names when the object goes.
+class TempPath {
+public:
+    explicit TempPath(const std::string& suffix = "") {
+        static int counter = 0;
+        m_path = (std::filesystem::temp_directory_path() /
+                  ("ssmdyn-test-" + std::to_string(::getpid()) + "-" + std::to_string(++counter) + suffix))
+                     .string();
+    }
+    ~TempPath() {
+        std::error_code ignored;
+        std::filesystem::remove_all(m_path, ignored);
+    }
+    TempPath(const TempPath&) = delete;
+    TempPath& operator=(const TempPath&) = delete;
+    const std::string& path() const { return m_path; }
+
+private:
+    std::string m_path;
+};
 
 /// A flat state from a list of numbers, e.g. tokens({1.0, -0.5}) for two 1-D tokens.
 inline ssmdyn::StateVector<double> tokens(std::initializer_list<double> v) {

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <ssmdyn/deep_model.hpp>
 #include <ssmdyn/simulate.hpp>
 #include <ssmdyn/system.hpp>
 
@@ -417,5 +418,40 @@ TEST_CASE("cli: demo: a table of the three regimes, a CSV per scenario in the ou
             CHECK(plotted == fs::exists(dir / v.folder / (std::string(regimes[k]) + ".png")));
         }
         if (!v.env.empty()) CHECK(r.out.find("gnuplot not found on PATH") != std::string::npos);
+    }
+}
+
+TEST_CASE("cli: forward: the deep residual model, as deep_forward computes it") {
+    const SmallProblem problem;
+    ScratchDir dir;
+    write_file(dir / "full.json", full_config(problem.params, problem.tokens).dump());
+    Run r = run(dir, "forward full.json --depth 20 --step 0.05");
+    CAPTURE(r.out, r.err);
+    REQUIRE(r.exit_code == 0);
+    Json j = Json::parse(r.out);
+    CHECK(j["finite"] == true);
+    CHECK(j["layers_completed"] == 20);
+    ssmdyn::DeepModelOptions<double> o;
+    o.depth = 20;
+    o.step = 0.05;
+    const auto expected = ssmdyn::deep_forward(problem.params, problem.tokens, o);
+    REQUIRE(j["tokens"].size() == 3);
+    CHECK(test::max_rel_err(Eigen::MatrixXd(ssmdyn::token_matrix(Eigen::VectorXd(flat_tokens(j["tokens"])), 2)),
+                            expected.tokens) < 1e-15);
+
+    // One layer with h = 1 on the 1-D system: x_1 + mu x_1^3 softplus(s x_1) by hand.
+    write_file(dir / "one.json", R"({"model": {"mu": -0.5, "s_delta": 0.3, "a": 1}, "tokens": [1.2]})");
+    r = run(dir, "forward one.json --depth 1");
+    REQUIRE(r.exit_code == 0);
+    j = Json::parse(r.out);
+    const double x = 1.2, by_hand = x - 0.5 * x * x * x * std::log1p(std::exp(0.3 * x));
+    CHECK(test::rel_err(j["tokens"][0][0].get<double>(), by_hand) < 1e-15);
+
+    for (const char* bad : {"forward one.json", "forward one.json --depth -1", "forward one.json --depth 2.5",
+                            "forward one.json --depth 3 --step 0", "forward --depth 3"}) {
+        CAPTURE(bad);
+        const Run b = run(dir, bad);
+        CHECK(b.exit_code == 2);
+        CHECK(lines(b.err).size() == 1);
     }
 }

@@ -5,17 +5,7 @@
 #include <ssmdyn/params.hpp>
 
 namespace {
-// Runs f, which must throw std::invalid_argument, and returns the message.
-template <typename F>
-std::string message_of(F f) {
-    try {
-        f();
-    } catch (const std::invalid_argument& e) {
-        return e.what();
-    }
-    FAIL("expected std::invalid_argument");
-    return {};
-}
+using test::message_of;
 }  // namespace
 
 TEST_CASE("the one-dimensional factory builds the paper's scalar system") {

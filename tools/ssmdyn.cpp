@@ -1,9 +1,11 @@
-// The `ssmdyn` command-line program: `demo` (the default), `simulate` and `classify`.
+// The `ssmdyn` command-line program: `demo` (the default), `simulate`, `classify` and
+// `forward`.
 //
 // Exit codes: 0 on success (a blow-up is a result, not an error), 2 on invalid input,
 // 1 on any other failure; every error is one line on stderr naming the field or flag.
 
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <iostream>
 #include <optional>
@@ -14,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include <ssmdyn/classify.hpp>
+#include <ssmdyn/deep_model.hpp>
 #include <ssmdyn/rates.hpp>
 #include <ssmdyn/simulate.hpp>
 #include <ssmdyn/system.hpp>
@@ -32,6 +35,11 @@ constexpr const char* usage = R"(usage:
   ssmdyn [demo] [--out-dir DIR]
       The paper's three 1-D regimes: prints a table, writes one CSV (and, with gnuplot,
       one PNG) per scenario into DIR (default: ssmdyn-demo).
+
+  ssmdyn forward CONFIG --depth K [--step H]
+      Runs the deep residual model X <- X + H S6(X) for K weight-tied layers (H default 1)
+      and prints {"tokens", "layers_completed", "finite"}; finite is false (and tokens
+      are the last finite layer's) when a layer overflowed.
 
   ssmdyn classify CONFIG
       Predicts the regime from the paper's theorems and prints {"regime", "mu",
@@ -108,6 +116,30 @@ nlohmann::ordered_json classification_json(const Classification<double>& c) {
     return out;
 }
 
+int run_forward(const std::vector<std::string>& argv) {
+    const Arguments args = parse_arguments(argv, {"--depth", "--step"}, "forward");
+    if (args.positional.size() != 1)
+        throw std::invalid_argument("forward: expected exactly one CONFIG file");
+    if (!args.has("--depth")) throw std::invalid_argument("--depth: required (the number of layers)");
+    const double depth = args.non_negative("--depth", 0.0);
+    if (depth != std::floor(depth) || depth > 1e9)
+        throw std::invalid_argument("--depth: must be a whole number of layers, got " + *args.text("--depth"));
+    DeepModelOptions<double> options;
+    options.depth = static_cast<Eigen::Index>(depth);
+    options.step = args.number("--step").value_or(1.0);
+    if (!(options.step > 0)) throw std::invalid_argument("--step: must be > 0, got " + *args.text("--step"));
+    const Config config = load_config(args.positional.front());
+    const Eigen::Index dim = config.params.dim();
+    const auto X0 = token_matrix(config.tokens, dim);
+    const DeepModelResult<double> r = deep_forward(config.params, X0, options);
+    nlohmann::ordered_json out;
+    out["tokens"] = rows_json(r.tokens.transpose());
+    out["layers_completed"] = r.layers_completed;
+    out["finite"] = r.finite;
+    std::cout << out.dump() << '\n';
+    return 0;
+}
+
 int run_classify(const std::vector<std::string>& argv) {
     const Arguments args = parse_arguments(argv, {}, "classify");
     if (args.positional.size() != 1)
@@ -170,8 +202,9 @@ int run(const std::vector<std::string>& args) {
     if (command == "demo") return run_demo(rest);
     if (command == "simulate") return run_simulate(rest);
     if (command == "classify") return run_classify(rest);
+    if (command == "forward") return run_forward(rest);
     throw std::invalid_argument("unknown command '" + command +
-                                "'; expected demo, simulate or classify (see ssmdyn --help)");
+                                "'; expected demo, simulate, classify or forward (see ssmdyn --help)");
 }
 
 /// Prints "ssmdyn: <message>" as one line on stderr and returns `code`.

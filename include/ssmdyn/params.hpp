@@ -14,6 +14,22 @@
 #include "state.hpp"
 
 namespace ssmdyn {
+namespace detail {
+
+/// The value most of `votes` agree on (ties go to the earliest): shape checks use it to
+/// blame the one field that disagrees with the others.
+template <typename T>
+T majority(std::initializer_list<T> votes) {
+    T best = *votes.begin();
+    std::ptrdiff_t best_count = 0;
+    for (T v : votes) {
+        const auto count = std::count(votes.begin(), votes.end(), v);
+        if (count > best_count) best = v, best_count = count;
+    }
+    return best;
+}
+
+}  // namespace detail
 
 /// Parameters of the S6 layer (D channels, N state dimensions per channel).
 ///
@@ -69,9 +85,9 @@ struct S6Params {
     void validate() const {
         // D and N by majority over the fields that carry them, so that one malformed
         // field is the one blamed (ties go to S_B).
-        const Eigen::Index d = consensus({S_B.cols(), S_C.cols(), S_Delta.rows(), S_Delta.cols(),
+        const Eigen::Index d = detail::majority<Eigen::Index>({S_B.cols(), S_C.cols(), S_Delta.rows(), S_Delta.cols(),
                                           delta_bias.size(), A.rows()});
-        const Eigen::Index n = consensus({S_B.rows(), S_C.rows(), A.cols()});
+        const Eigen::Index n = detail::majority<Eigen::Index>({S_B.rows(), S_C.rows(), A.cols()});
         if (n < 1 || d < 1)
             fail("S_B", "is " + shape(S_B) + "; need N >= 1 rows and D >= 1 columns");
         expect_shape("S_B", S_B, n, d, "N x D");
@@ -98,15 +114,6 @@ struct S6Params {
 private:
     [[noreturn]] static void fail(const std::string& field, const std::string& what) {
         throw std::invalid_argument(field + " " + what);
-    }
-    static Eigen::Index consensus(std::initializer_list<Eigen::Index> votes) {
-        Eigen::Index best = *votes.begin();
-        std::ptrdiff_t best_count = 0;
-        for (Eigen::Index v : votes) {
-            const auto count = std::count(votes.begin(), votes.end(), v);
-            if (count > best_count) best = v, best_count = count;
-        }
-        return best;
     }
     template <typename M>
     static std::string shape(const M& m) {

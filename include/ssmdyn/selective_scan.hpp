@@ -3,6 +3,9 @@
 /// The S6 layer y = S6(X) computed by the selective scan, and the O(L²) double-sum
 /// formula it must equal (kept as an independent reference for tests and benchmarks).
 
+#include <stdexcept>
+#include <string>
+
 #include <Eigen/Core>
 
 #include "params.hpp"
@@ -17,7 +20,7 @@ namespace detail {
 template <typename Scalar>
 struct ScanWorkspace {
     MatrixX<Scalar> h;                                 // D×N hidden state
-    Eigen::Array<Scalar, Eigen::Dynamic, 1> delta, u;  // Δ_l and Δ_l ⊙ x_l (D)
+    Eigen::Array<Scalar, Eigen::Dynamic, 1> delta, u;  // Δ_l, and Δ_l ⊙ x_l (or e^{ΔA}−1) (D)
     VectorX<Scalar> z, B, C;                           // S_Δ x_l + b_Δ (D), B_l and C_l (N)
 
     void resize(Eigen::Index d, Eigen::Index n) {
@@ -39,40 +42,94 @@ struct ScanWorkspace {
 
 }  // namespace detail
 
+/// How the input term is discretised over one step Δ (per channel d and state n).
+enum class Discretization {
+    /// Mamba's kernel: B̄ = Δ·B. The default, and the one whose continuous limit is the ODE.
+    Simplified,
+    /// Zero-order hold: B̄ = (ΔA)^{-1}(e^{ΔA} − 1)·Δ·B = expm1(Δ·A_{d,n}) / A_{d,n} · B_n.
+    ZeroOrderHold
+};
+
+/// What a real Mamba layer has beyond the paper's S6. All off by default, which is the
+/// layer whose continuous limit is dX/dt = S6(X).
+template <typename Scalar = double>
+struct LayerOptions {
+    /// Discretisation of the input term.
+    Discretization discretization = Discretization::Simplified;
+    /// Skip term: y_l += D_skip ⊙ x_l (Mamba's D). Empty: off; else length D.
+    VectorX<Scalar> D_skip;
+    /// Gate input z (D×L, column l for token l): y_l ← y_l ⊙ silu(z_l). Empty: off.
+    MatrixX<Scalar> gate;
+};
+
 /// Selective scan: Y = S6(X) in O(L·D·(D+N)) time and O(D·N) extra memory.
 ///
 /// \f[ h_l = e^{A \odot \Delta_l} \odot h_{l-1} + (\Delta_l \odot x_l)\, B_l^\top,\qquad
 ///     y_l = h_l\, C_l,\qquad h_0 = 0 \f]
 /// (h_l is D×N; the exponential and products are entrywise, Δ_l broadcast along rows.)
+/// This is the recurrence of Mamba's reference selective scan (delta_softplus with
+/// delta_bias, input-dependent B and C); `options` adds its zero-order-hold variant, the
+/// skip term and the gate.
 ///
-/// \param params the layer (assumed valid: see S6Params::validate)
-/// \param phi    the step-size map (see step_size.hpp)
-/// \param X      D×L tokens, column l is token l
-/// \param Y      D×L output, written; may not alias X
+/// \param params  the layer (assumed valid: see S6Params::validate)
+/// \param phi     the step-size map (see step_size.hpp)
+/// \param X       D×L tokens, column l is token l
+/// \param Y       D×L output, written; may not alias X
+/// \param options discretisation, skip and gate (sizes checked: std::invalid_argument)
 template <typename Scalar, typename StepSizeMap, typename XDerived, typename YDerived>
 void selective_scan(const S6Params<Scalar>& params, const StepSizeMap& phi,
-                    const Eigen::MatrixBase<XDerived>& X, const Eigen::MatrixBase<YDerived>& Y_) {
+                    const Eigen::MatrixBase<XDerived>& X, const Eigen::MatrixBase<YDerived>& Y_,
+                    const LayerOptions<Scalar>& options) {
     auto& Y = const_cast<Eigen::MatrixBase<YDerived>&>(Y_);  // Eigen's idiom for writable expressions
-    const Eigen::Index n_state = params.state_dim();
-    eigen_assert(X.rows() == params.dim() && Y.rows() == X.rows() && Y.cols() == X.cols());
+    const Eigen::Index n_state = params.state_dim(), D = params.dim();
+    eigen_assert(X.rows() == D && Y.rows() == X.rows() && Y.cols() == X.cols());
+    const bool skip = options.D_skip.size() != 0, gate = options.gate.size() != 0;
+    if (skip && options.D_skip.size() != D)
+        throw std::invalid_argument("D_skip has " + std::to_string(options.D_skip.size()) +
+                                    " entries, expected D = " + std::to_string(D));
+    if (gate && (options.gate.rows() != D || options.gate.cols() != X.cols()))
+        throw std::invalid_argument("gate must be D x L = " + std::to_string(D) + "x" +
+                                    std::to_string(X.cols()));
+    const bool zoh = options.discretization == Discretization::ZeroOrderHold;
 
     auto& ws = detail::ScanWorkspace<Scalar>::local();
-    ws.resize(params.dim(), n_state);
+    ws.resize(D, n_state);
     ws.h.setZero();
     for (Eigen::Index l = 0; l < X.cols(); ++l) {
         const auto x = X.col(l);
         ws.z.noalias() = params.S_Delta * x;
         ws.z += params.delta_bias;
         detail::apply_step_size(phi, ws.z.array(), ws.delta);
-        ws.u = ws.delta * x.array();
         ws.B.noalias() = params.S_B * x;
         ws.C.noalias() = params.S_C * x;
         // Column n of h is contiguous over the D channels: one vectorised exp per column.
-        for (Eigen::Index n = 0; n < n_state; ++n)
-            ws.h.col(n).array() =
-                (params.A.col(n).array() * ws.delta).exp() * ws.h.col(n).array() + ws.u * ws.B(n);
+        if (zoh) {
+            for (Eigen::Index n = 0; n < n_state; ++n) {
+                const auto a = params.A.col(n).array();
+                ws.u = (a * ws.delta).expm1();  // e^{ΔA} − 1, accurate for small ΔA
+                ws.h.col(n).array() = (ws.u + 1) * ws.h.col(n).array() + ws.u / a * x.array() * ws.B(n);
+            }
+        } else {
+            ws.u = ws.delta * x.array();
+            for (Eigen::Index n = 0; n < n_state; ++n)
+                ws.h.col(n).array() =
+                    (params.A.col(n).array() * ws.delta).exp() * ws.h.col(n).array() + ws.u * ws.B(n);
+        }
         Y.col(l).noalias() = ws.h * ws.C;
+        if (skip) Y.col(l) += options.D_skip.cwiseProduct(x);
+        if (gate) {
+            const auto z = options.gate.col(l).array();
+            Y.col(l).array() *= z / (1 + (-z).exp());  // silu(z) = z·sigmoid(z)
+        }
     }
+}
+
+/// The S6 layer of the paper (Mamba's discretisation, no skip, no gate): the right-hand
+/// side of dX/dt = S6(X).
+template <typename Scalar, typename StepSizeMap, typename XDerived, typename YDerived>
+void selective_scan(const S6Params<Scalar>& params, const StepSizeMap& phi,
+                    const Eigen::MatrixBase<XDerived>& X, const Eigen::MatrixBase<YDerived>& Y) {
+    selective_scan(params, phi, X, Y, LayerOptions<Scalar>{});
 }
 
 /// Selective scan with the default step-size map (softplus).

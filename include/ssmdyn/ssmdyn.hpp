@@ -4,10 +4,13 @@
 
 #include "blowup_time.hpp"
 #include "classify.hpp"
+#include "deep_model.hpp"
+#include "mamba.hpp"
 #include "odeint.hpp"
 #include "params.hpp"
 #include "rates.hpp"
 #include "regime.hpp"
+#include "safetensors.hpp"
 #include "selective_scan.hpp"
 #include "simulate.hpp"
 #include "state.hpp"

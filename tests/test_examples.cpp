@@ -1,0 +1,96 @@
+// The example programs, run as a user runs them (paths from CMake: SSMDYN_*_EXE).
+#include "support.hpp"
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+#include <string>
+
+#include <Eigen/Eigenvalues>
+#include <nlohmann/json.hpp>
+
+#include <ssmdyn/safetensors.hpp>
+
+namespace {
+
+struct Run {
+    int exit_code;
+    std::string out;
+};
+
+Run run(const std::string& command) {
+    Run r{-1, {}};
+    FILE* pipe = popen((command + " 2>/dev/null").c_str(), "r");
+    REQUIRE(pipe != nullptr);
+    char buf[4096];
+    for (std::size_t n; (n = fread(buf, 1, sizeof buf, pipe)) > 0;) r.out.append(buf, n);
+    const int status = pclose(pipe);
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return r;
+}
+
+}  // namespace
+
+TEST_CASE("examples: inspect_checkpoint reports shapes and the spectrum of sym(mu)") {
+    // A checkpoint with d_inner = 5, N = 3, dt_rank = 2 whose μ is known to the test.
+    const Eigen::Index d = 5, n = 3, r = 2;
+    std::mt19937 rng(61);
+    const Eigen::MatrixXd x_proj = test::random_tokens(rng, r + 2 * n, d);
+    const test::TempPath file(".safetensors");
+    const std::string& path = file.path();
+    const std::string p = "backbone.layers.0.mixer.";
+    ssmdyn::write_safetensors(path, {ssmdyn::NamedTensor::from_matrix(p + "x_proj.weight", x_proj),
+                                     ssmdyn::NamedTensor::from_matrix(p + "dt_proj.weight", test::random_tokens(rng, d, r)),
+                                     ssmdyn::NamedTensor::from_vector(p + "dt_proj.bias", Eigen::VectorXd::Constant(d, -3.0)),
+                                     ssmdyn::NamedTensor::from_matrix(p + "A_log", Eigen::MatrixXd::Zero(d, n)),
+                                     ssmdyn::NamedTensor::from_vector(p + "D", Eigen::VectorXd::Ones(d))});
+    const Eigen::MatrixXd S_B = x_proj.middleRows(r, n), S_C = x_proj.bottomRows(n);
+    const Eigen::MatrixXd mu = S_C.transpose() * S_B;
+    const Eigen::VectorXd eig = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>((mu + mu.transpose()) / 2).eigenvalues();
+
+    const Run out = run(std::string(SSMDYN_INSPECT_EXE) + " " + path + " 0 --json --tokens 4 --sets 1");
+    std::filesystem::remove(path);  // for the unreadable-file check below
+    CAPTURE(out.out);
+    REQUIRE(out.exit_code == 0);
+    const auto j = nlohmann::json::parse(out.out);
+    CHECK(j["d_inner"] == d);
+    CHECK(j["n_state"] == n);
+    CHECK(j["dt_rank"] == r);
+    const double tol = 1e-9 * eig.cwiseAbs().maxCoeff();
+    CHECK(j["mu_sym_positive"] == (eig.array() > tol).count());
+    CHECK(j["mu_sym_negative"] == (eig.array() < -tol).count());
+    CHECK(test::rel_err(j["mu_sym_max"].get<double>(), eig.maxCoeff()) < 1e-12);
+    CHECK(test::rel_err(j["mu_sym_min"].get<double>(), eig.minCoeff()) < 1e-12);
+    REQUIRE(j["runs"].size() == 1);
+    CHECK(j["runs"][0]["ode_status"].is_string());
+
+    CHECK(run(std::string(SSMDYN_INSPECT_EXE) + " " + path + " 0").exit_code == 2);  // removed: unreadable
+}
+
+TEST_CASE("examples: depth_limit shows first-order convergence") {
+    const Run out = run(SSMDYN_DEPTH_LIMIT_EXE);
+    REQUIRE(out.exit_code == 0);
+    std::istringstream in(out.out);
+    std::string line, last;
+    while (std::getline(in, line))
+        if (!line.empty()) last = line;
+    long K = 0;
+    double h = 0, error = 0, order = 0;
+    REQUIRE(std::sscanf(last.c_str(), "%ld %lf %lf %lf", &K, &h, &error, &order) == 4);
+    CHECK(K == 4096);
+    CHECK(order > 0.9);
+    CHECK(order < 1.1);
+}
+
+TEST_CASE("examples: regimes sees the predicted regime in every scenario") {
+    const test::TempPath folder;
+    const std::string& dir = folder.path();
+    const Run out = run(std::string(SSMDYN_REGIMES_EXE) + " " + dir);
+    CAPTURE(out.out);
+    REQUIRE(out.exit_code == 0);
+    CHECK(out.out.find("MISMATCH") == std::string::npos);
+    for (const char* name : {"convergence", "slow_divergence", "fast_divergence"})
+        CHECK(std::filesystem::exists(std::filesystem::path(dir) / (std::string(name) + ".csv")));
+}
