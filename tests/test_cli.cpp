@@ -455,3 +455,31 @@ TEST_CASE("cli: forward: the deep residual model, as deep_forward computes it") 
         CHECK(lines(b.err).size() == 1);
     }
 }
+
+TEST_CASE("cli: sweep: the phase diagram's JSON and CSV") {
+    ScratchDir dir;
+    const Run r = run(dir, "sweep --mu -1:1:5 --s -1:1:5 --tokens 0.5,-0.3,1.0 --t-end 200 --threads 2 --out cells.csv");
+    CAPTURE(r.out, r.err);
+    REQUIRE(r.exit_code == 0);
+    const Json j = Json::parse(r.out);
+    CHECK(j["cells"] == 25);
+    CHECK(j["agreement"] == 1.0);
+    int total = 0;
+    for (const char* k : {"convergence", "slow_divergence", "fast_divergence", "stationary", "undetermined"})
+        total += j["counts"][k].get<int>();
+    CHECK(total == 25);
+    CHECK(j["counts"]["stationary"] == 5);  // the mu = 0 row
+    CHECK(j["solve_seconds"].is_number());
+    const auto rows = lines(read_file(dir / "cells.csv"));
+    REQUIRE(rows.size() == 26);
+    CHECK(rows[0] == "mu,s,predicted,observed,t_blowup");
+    CHECK(rows[1] == "-1,-1,convergence,convergence,");
+    for (const char* bad : {"sweep --mu 1:0:5 --s -1:1:5 --tokens 1 --t-end 1", "sweep --mu -1:1 --s -1:1:5 --tokens 1 --t-end 1",
+                            "sweep --mu -1:1:5 --s -1:1:5 --tokens 1,x --t-end 1", "sweep --mu -1:1:5 --s -1:1:5 --tokens 1",
+                            "sweep --mu -1:1:2.5 --s -1:1:5 --tokens 1 --t-end 1"}) {
+        CAPTURE(bad);
+        const Run b = run(dir, bad);
+        CHECK(b.exit_code == 2);
+        CHECK(lines(b.err).size() == 1);
+    }
+}

@@ -1,5 +1,5 @@
 // The `ssmdyn` command-line program: `demo` (the default), `simulate`, `classify` and
-// `forward`.
+// `forward` and `sweep`.
 //
 // Exit codes: 0 on success (a blow-up is a result, not an error), 2 on invalid input,
 // 1 on any other failure; every error is one line on stderr naming the field or flag.
@@ -19,6 +19,7 @@
 #include <ssmdyn/deep_model.hpp>
 #include <ssmdyn/rates.hpp>
 #include <ssmdyn/simulate.hpp>
+#include <ssmdyn/sweep.hpp>
 #include <ssmdyn/system.hpp>
 
 #include "arguments.hpp"
@@ -40,6 +41,13 @@ constexpr const char* usage = R"(usage:
       Runs the deep residual model X <- X + H S6(X) for K weight-tied layers (H default 1)
       and prints {"tokens", "layers_completed", "finite"}; finite is false (and tokens
       are the last finite layer's) when a layer overflowed.
+
+  ssmdyn sweep --mu MIN:MAX:N --s MIN:MAX:N --tokens x1,x2,.. [--a A] [--bias B]
+               --t-end T [--threads P] [--out FILE.csv]
+      The 1-D phase diagram over the N x N grid of (mu, s) for fixed tokens (a default 1,
+      bias 0): every cell predicted by the theorem and observed by integrating to T, on
+      P threads (0: all). Prints {"cells", "agreement", "counts", "solve_seconds"}; the CSV
+      has one row per cell: mu,s,predicted,observed,t_blowup.
 
   ssmdyn classify CONFIG
       Predicts the regime from the paper's theorems and prints {"regime", "mu",
@@ -140,6 +148,103 @@ int run_forward(const std::vector<std::string>& argv) {
     return 0;
 }
 
+/// "MIN:MAX:N" as N evenly spaced values (N = 1: just MIN).
+std::vector<double> parse_range(const std::string& flag, const std::string& text) {
+    std::vector<double> parts;
+    std::size_t start = 0;
+    for (;;) {
+        const std::size_t colon = text.find(':', start);
+        const std::string piece = text.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+        char* end = nullptr;
+        const double v = std::strtod(piece.c_str(), &end);
+        if (piece.empty() || *end != '\0' || !std::isfinite(v))
+            throw std::invalid_argument(flag + ": expected MIN:MAX:N, got '" + text + "'");
+        parts.push_back(v);
+        if (colon == std::string::npos) break;
+        start = colon + 1;
+    }
+    if (parts.size() != 3 || parts[2] < 1 || parts[2] != std::floor(parts[2]) || parts[2] > 1e6 ||
+        parts[1] < parts[0])
+        throw std::invalid_argument(flag + ": expected MIN:MAX:N with MIN <= MAX and a whole N >= 1, got '" +
+                                    text + "'");
+    const auto n = static_cast<std::size_t>(parts[2]);
+    std::vector<double> values(n);
+    for (std::size_t i = 0; i < n; ++i)
+        values[i] = n == 1 ? parts[0] : parts[0] + (parts[1] - parts[0]) * double(i) / double(n - 1);
+    return values;
+}
+
+/// "x1,x2,.." as a flat 1-D state.
+StateVector<double> parse_tokens(const std::string& text) {
+    std::vector<double> values;
+    std::size_t start = 0;
+    for (;;) {
+        const std::size_t comma = text.find(',', start);
+        const std::string piece = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        char* end = nullptr;
+        const double v = std::strtod(piece.c_str(), &end);
+        if (piece.empty() || *end != '\0' || !std::isfinite(v))
+            throw std::invalid_argument("--tokens: expected finite numbers separated by commas, got '" + text + "'");
+        values.push_back(v);
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+    }
+    return Eigen::Map<const StateVector<double>>(values.data(), static_cast<Eigen::Index>(values.size()));
+}
+
+int run_sweep(const std::vector<std::string>& argv) {
+    const Arguments args = parse_arguments(
+        argv, {"--mu", "--s", "--tokens", "--a", "--bias", "--t-end", "--threads", "--out"}, "sweep");
+    if (!args.positional.empty())
+        throw std::invalid_argument("sweep: unexpected argument '" + args.positional[0] + "'");
+    for (const char* required : {"--mu", "--s", "--tokens", "--t-end"})
+        if (!args.has(required)) throw std::invalid_argument(std::string(required) + ": required");
+    const std::vector<double> mu = parse_range("--mu", *args.text("--mu"));
+    const std::vector<double> s = parse_range("--s", *args.text("--s"));
+    const StateVector<double> tokens = parse_tokens(*args.text("--tokens"));
+    const double a = args.number("--a").value_or(1.0), b = args.number("--bias").value_or(0.0);
+    if (!(a > 0)) throw std::invalid_argument("--a: must be > 0");
+    const double t_end = args.non_negative("--t-end", 0.0);
+    const double threads = args.non_negative("--threads", 0.0);
+    if (threads != std::floor(threads) || threads > 4096)
+        throw std::invalid_argument("--threads: expected a whole number");
+    std::optional<std::ofstream> csv;
+    if (const auto path = args.text("--out")) csv = open_for_writing(*path, "--out");
+
+    const auto start = std::chrono::steady_clock::now();
+    const std::vector<PhaseCell> cells =
+        phase_diagram(mu, s, tokens, a, b, t_end, SimulateOptions<double>{}, static_cast<int>(threads));
+    const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+
+    std::size_t agree = 0;
+    nlohmann::ordered_json counts;
+    for (Regime r : {Regime::Convergence, Regime::SlowDivergence, Regime::FastDivergence, Regime::Stationary,
+                     Regime::Undetermined})
+        counts[to_string(r)] = 0;
+    for (const PhaseCell& c : cells) {
+        agree += c.predicted == c.observed;
+        counts[to_string(c.observed)] = counts[to_string(c.observed)].get<std::size_t>() + 1;
+    }
+    if (csv) {
+        *csv << "mu,s,predicted,observed,t_blowup\n";
+        csv->precision(17);
+        for (const PhaseCell& c : cells) {
+            *csv << c.mu << ',' << c.s << ',' << to_string(c.predicted) << ',' << to_string(c.observed) << ',';
+            if (c.t_blowup) *csv << *c.t_blowup;
+            *csv << '\n';
+        }
+        csv->close();
+        if (!*csv) throw std::runtime_error("writing '" + *args.text("--out") + "' failed");
+    }
+    nlohmann::ordered_json out;
+    out["cells"] = cells.size();
+    out["agreement"] = double(agree) / double(cells.size());
+    out["counts"] = std::move(counts);
+    out["solve_seconds"] = elapsed.count();
+    std::cout << out.dump() << '\n';
+    return 0;
+}
+
 int run_classify(const std::vector<std::string>& argv) {
     const Arguments args = parse_arguments(argv, {}, "classify");
     if (args.positional.size() != 1)
@@ -203,8 +308,9 @@ int run(const std::vector<std::string>& args) {
     if (command == "simulate") return run_simulate(rest);
     if (command == "classify") return run_classify(rest);
     if (command == "forward") return run_forward(rest);
+    if (command == "sweep") return run_sweep(rest);
     throw std::invalid_argument("unknown command '" + command +
-                                "'; expected demo, simulate, classify or forward (see ssmdyn --help)");
+                                "'; expected demo, simulate, classify, forward or sweep (see ssmdyn --help)");
 }
 
 /// Prints "ssmdyn: <message>" as one line on stderr and returns `code`.

@@ -17,5 +17,6 @@
 #include "simulate.hpp"
 #include "state.hpp"
 #include "step_size.hpp"
+#include "sweep.hpp"
 #include "system.hpp"
 #include "version.hpp"
