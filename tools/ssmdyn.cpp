@@ -148,21 +148,27 @@ int run_forward(const std::vector<std::string>& argv) {
     return 0;
 }
 
-/// "MIN:MAX:N" as N evenly spaced values (N = 1: just MIN).
-std::vector<double> parse_range(const std::string& flag, const std::string& text) {
-    std::vector<double> parts;
+/// The finite numbers of `text` separated by `separator`; throws naming `flag` and `expected`.
+std::vector<double> split_numbers(const std::string& flag, const std::string& text, char separator,
+                                  const std::string& expected) {
+    std::vector<double> values;
     std::size_t start = 0;
     for (;;) {
-        const std::size_t colon = text.find(':', start);
-        const std::string piece = text.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+        const std::size_t stop = text.find(separator, start);
+        const std::string piece = text.substr(start, stop == std::string::npos ? std::string::npos : stop - start);
         char* end = nullptr;
         const double v = std::strtod(piece.c_str(), &end);
         if (piece.empty() || *end != '\0' || !std::isfinite(v))
-            throw std::invalid_argument(flag + ": expected MIN:MAX:N, got '" + text + "'");
-        parts.push_back(v);
-        if (colon == std::string::npos) break;
-        start = colon + 1;
+            throw std::invalid_argument(flag + ": expected " + expected + ", got '" + text + "'");
+        values.push_back(v);
+        if (stop == std::string::npos) return values;
+        start = stop + 1;
     }
+}
+
+/// "MIN:MAX:N" as N evenly spaced values (N = 1: just MIN).
+std::vector<double> parse_range(const std::string& flag, const std::string& text) {
+    const std::vector<double> parts = split_numbers(flag, text, ':', "MIN:MAX:N");
     if (parts.size() != 3 || parts[2] < 1 || parts[2] != std::floor(parts[2]) || parts[2] > 1e6 ||
         parts[1] < parts[0])
         throw std::invalid_argument(flag + ": expected MIN:MAX:N with MIN <= MAX and a whole N >= 1, got '" +
@@ -176,19 +182,8 @@ std::vector<double> parse_range(const std::string& flag, const std::string& text
 
 /// "x1,x2,.." as a flat 1-D state.
 StateVector<double> parse_tokens(const std::string& text) {
-    std::vector<double> values;
-    std::size_t start = 0;
-    for (;;) {
-        const std::size_t comma = text.find(',', start);
-        const std::string piece = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-        char* end = nullptr;
-        const double v = std::strtod(piece.c_str(), &end);
-        if (piece.empty() || *end != '\0' || !std::isfinite(v))
-            throw std::invalid_argument("--tokens: expected finite numbers separated by commas, got '" + text + "'");
-        values.push_back(v);
-        if (comma == std::string::npos) break;
-        start = comma + 1;
-    }
+    const std::vector<double> values =
+        split_numbers("--tokens", text, ',', "finite numbers separated by commas");
     return Eigen::Map<const StateVector<double>>(values.data(), static_cast<Eigen::Index>(values.size()));
 }
 
