@@ -21,6 +21,36 @@ TEST_CASE("the scan equals the O(L^2) double sum on random D, N, L") {
     }
 }
 
+TEST_CASE("structured decays (equal per channel, harmonic) take the fast path and equal the double sum") {
+    using ssmdyn::detail::DecayPattern;
+    std::mt19937 rng(77);
+    struct Size { Eigen::Index D, N, L; };
+    // D = 5, 17, 19 leave channels outside whole SIMD packets: the scalar tail is covered too.
+    for (Size s : {Size{1, 1, 6}, Size{5, 3, 40}, Size{16, 16, 64}, Size{17, 8, 33}, Size{19, 24, 50}}) {
+        for (DecayPattern pattern : {DecayPattern::Equal, DecayPattern::Harmonic, DecayPattern::General}) {
+            CAPTURE(s.D, s.N, s.L, int(pattern));
+            auto p = test::random_params(rng, s.D, s.N);
+            for (Eigen::Index n = 1; n < s.N; ++n)
+                if (pattern == DecayPattern::Equal) p.A.col(n) = p.A.col(0);
+                else if (pattern == DecayPattern::Harmonic) p.A.col(n) = double(n + 1) * p.A.col(0);
+            const DecayPattern detected = ssmdyn::detail::decay_pattern(p.A);
+            CHECK((detected == pattern || s.N == 1));
+            const Eigen::MatrixXd X = test::random_tokens(rng, s.D, s.L);
+            Eigen::MatrixXd Y(s.D, s.L);
+            ssmdyn::selective_scan(p, X, Y);
+            CHECK(test::max_rel_err(Y, ssmdyn::selective_scan_reference(p, X)) < 1e-13);
+        }
+    }
+    // One entry off the pattern sends the layer down the general path.
+    std::mt19937 rng2(78);
+    auto p = test::random_params(rng2, 4, 3);
+    p.A.col(1) = 2 * p.A.col(0);
+    p.A.col(2) = 3 * p.A.col(0);
+    CHECK(ssmdyn::detail::decay_pattern(p.A) == DecayPattern::Harmonic);
+    p.A(2, 2) *= 1 + 1e-15;
+    CHECK(ssmdyn::detail::decay_pattern(p.A) == DecayPattern::General);
+}
+
 TEST_CASE("the scan gives the 1-D closed form for two tokens") {
     // dx_1 = mu x1^3 Δ1;  dx_2 = mu x2 (x1^2 Δ1 e^{-a Δ2} + x2^2 Δ2)
     const double mu = -0.7, s = 0.3, a = 1.4, b = 0.2, x1 = 1.1, x2 = -0.6;

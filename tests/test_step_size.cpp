@@ -17,7 +17,10 @@ TEST_CASE("softplus matches ln(1 + e^z) where that is computable, and its limits
 }
 
 TEST_CASE("the vectorised softplus equals the scalar one entrywise") {
-    Eigen::ArrayXd z = Eigen::ArrayXd::LinSpaced(201, -800.0, 800.0);
+    // Dense over the whole range (subnormal results below z = -708 included) and near 0.
+    Eigen::ArrayXd z(40002 + 4);
+    z << Eigen::ArrayXd::LinSpaced(20001, -760.0, 760.0), Eigen::ArrayXd::LinSpaced(20001, -1e-6, 1e-6),
+        -1e-300, 1e-300, 0.0, -745.0;
     Eigen::ArrayXd out(z.size());
     ssmdyn::detail::apply_step_size(ssmdyn::Softplus{}, z, out);
     for (Eigen::Index i = 0; i < z.size(); ++i)

@@ -35,16 +35,25 @@ TEST_CASE("the system's right-hand side is the S6 layer of the token matrix") {
 
 TEST_CASE("evaluating the right-hand side allocates nothing once sizes are known") {
     std::mt19937 rng(12);
-    const System sys(test::random_params(rng, 6, 5));
-    const State x = ssmdyn::to_state(test::random_tokens(rng, 6, 40));
-    State dxdt(x.size());
-    sys(x, dxdt, 0.0);  // first call on this thread sizes the scratch
-    Eigen::internal::set_is_malloc_allowed(false);
-    CHECK_NOTHROW(sys(x, dxdt, 0.0));
-    Eigen::internal::set_is_malloc_allowed(true);
+    // Small and large (the matrix products of a long sequence must not allocate either),
+    // general and structured decays (the scan's two kinds of inner loop).
+    struct Size { Eigen::Index D, N, L; bool harmonic; };
+    for (Size s : {Size{6, 5, 40, false}, Size{16, 16, 4096, false}, Size{16, 16, 4096, true}}) {
+        CAPTURE(s.D, s.N, s.L, s.harmonic);
+        auto p = test::random_params(rng, s.D, s.N);
+        if (s.harmonic)
+            for (Eigen::Index n = 0; n < s.N; ++n) p.A.col(n).setConstant(-double(n + 1));
+        const System sys(p);
+        const State x = ssmdyn::to_state(test::random_tokens(rng, s.D, s.L));
+        State dxdt(x.size());
+        sys(x, dxdt, 0.0);  // first call on this thread sizes the scratch
+        Eigen::internal::set_is_malloc_allowed(false);
+        CHECK_NOTHROW(sys(x, dxdt, 0.0));
+        Eigen::internal::set_is_malloc_allowed(true);
+    }
     // The check is live: an allocating expression inside the region throws.
     Eigen::internal::set_is_malloc_allowed(false);
-    CHECK_THROWS(State(x.size()));
+    CHECK_THROWS(State(7));
     Eigen::internal::set_is_malloc_allowed(true);
 }
 
