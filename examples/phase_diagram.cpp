@@ -9,9 +9,12 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
 
 #include <ssmdyn/ssmdyn.hpp>
+
+#include "../tools/progress.hpp"  // a progress bar on stderr when it is a terminal
 
 int main(int argc, char** argv) {
     using namespace ssmdyn;
@@ -30,7 +33,8 @@ int main(int argc, char** argv) {
     const double t_end = 100.0;
 
     const auto start = std::chrono::steady_clock::now();
-    const std::vector<PhaseCell> cells = phase_diagram(mu, s, tokens, 1.0, 0.0, t_end);
+    cli::ProgressBar bar("phase diagram");
+    const std::vector<PhaseCell> cells = phase_diagram(mu, s, tokens, 1.0, 0.0, t_end, {}, 0, std::ref(bar));
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
     std::size_t agree = 0;

@@ -264,6 +264,16 @@ TEST_CASE("cli: simulate: the full form gives what ssmdyn::simulate gives, with 
         CHECK(j["t_final"].get<double>() == expected.t_final);
         CHECK(j["steps"].get<std::size_t>() == expected.steps);
         CHECK(test::max_rel_err(flat_tokens(j["tokens"]), expected.x_final) < 1e-12);
+
+        if (options.stepper == ssmdyn::Stepper::BulirschStoer || options.stepper == ssmdyn::Stepper::Rk4) continue;
+        options.error_norm = ssmdyn::ErrorNorm::Rms;
+        const auto expected_rms = ssmdyn::simulate(system, ssmdyn::to_state(problem.tokens), t_end, options);
+        const Json k = simulate_result(
+            run(dir, std::string("simulate full.json --t-end 2 --stepper ") + name +
+                         " --rtol 1e-9 --atol 1e-12 --dt 0.01 --error-norm rms"),
+            3, 2);
+        CHECK(k["steps"].get<std::size_t>() == expected_rms.steps);
+        CHECK(test::max_rel_err(flat_tokens(k["tokens"]), expected_rms.x_final) < 1e-12);
     }
 }
 
@@ -345,6 +355,9 @@ TEST_CASE("cli: invalid input: exit 2 and one line on stderr naming the field") 
         {"malformed JSON", R"({"model": {"mu": 1,, "tokens": [1]})", run_it,
          "config file 'cfg.json': invalid JSON: parse error at line 1"},
         {"unknown stepper", ok, run_it + " --stepper rk5", "--stepper: stepper 'rk5' is unknown"},
+        {"unknown error norm", ok, run_it + " --error-norm l2", "--error-norm: error norm 'l2' is unknown"},
+        {"rms with bulirsch_stoer", ok, run_it + " --stepper bulirsch_stoer --error-norm rms",
+         "--error-norm: rms applies to dopri5, cash_karp and fehlberg78"},
         {"missing --t-end", ok, "simulate cfg.json", "--t-end: required"},
         {"negative --t-end", ok, "simulate cfg.json --t-end -1", "--t-end: must be >= 0"},
         {"non-numeric --t-end", ok, "simulate cfg.json --t-end soon", "--t-end: 'soon' is not"},

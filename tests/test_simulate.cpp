@@ -111,6 +111,37 @@ TEST_CASE("every stepper solves the same problem to its tolerance") {
     }
 }
 
+TEST_CASE("the RMS error norm solves to its tolerance and never takes more steps than the maximum") {
+    std::mt19937 rng(22);
+    auto p = test::random_params(rng, 4, 3);
+    p.S_B = -p.S_C;  // bounded trajectories
+    const System sys(p);
+    const State x0 = ssmdyn::to_state(test::random_tokens(rng, 4, 12));
+    const auto ref = ssmdyn::simulate(sys, x0, 3.0, tight(Stepper::Fehlberg78));
+    REQUIRE(ref.status == Status::Completed);
+    for (Stepper st : {Stepper::Dopri5, Stepper::CashKarp, Stepper::Fehlberg78}) {
+        CAPTURE(ssmdyn::to_string(st));
+        Options o;
+        o.stepper = st;
+        o.rtol = o.atol = 1e-9;
+        const auto max_norm = ssmdyn::simulate(sys, x0, 3.0, o);
+        o.error_norm = ssmdyn::ErrorNorm::Rms;
+        const auto rms_norm = ssmdyn::simulate(sys, x0, 3.0, o);
+        REQUIRE(rms_norm.status == Status::Completed);
+        CHECK(test::max_rel_err(rms_norm.x_final, ref.x_final) < 1e-7);
+        // RMS <= max on every trial step, so steps can only get longer; with 48
+        // components of different sizes they do.
+        CHECK(rms_norm.steps < max_norm.steps);
+    }
+    Options o;
+    o.stepper = Stepper::BulirschStoer;
+    o.error_norm = ssmdyn::ErrorNorm::Rms;
+    CHECK_THROWS_AS(ssmdyn::simulate(sys, x0, 1.0, o), std::invalid_argument);
+    CHECK(ssmdyn::parse_error_norm("rms") == ssmdyn::ErrorNorm::Rms);
+    CHECK(ssmdyn::parse_error_norm(ssmdyn::to_string(ssmdyn::ErrorNorm::Max)) == ssmdyn::ErrorNorm::Max);
+    CHECK_THROWS_AS(ssmdyn::parse_error_norm("l2"), std::invalid_argument);
+}
+
 TEST_CASE("rk4 is fourth order: halving the step divides the error by 16") {
     const System sys(ssmdyn::S6Params<double>::one_dimensional(-1.0, 0.5, 1.0, 0.0));
     const State x0 = tokens({2.0, -1.0, 1.5});

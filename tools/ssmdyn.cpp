@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <optional>
 #include <stdexcept>
@@ -26,6 +27,7 @@
 #include "config.hpp"
 #include "csv.hpp"
 #include "demo.hpp"
+#include "progress.hpp"
 
 namespace {
 
@@ -55,12 +57,14 @@ constexpr const char* usage = R"(usage:
       "first_token_blowup_time", "tokens": [{"index", "prediction"}, ..]}.
 
   ssmdyn simulate CONFIG --t-end T [--rtol R] [--atol A] [--stepper NAME] [--dt H]
-                         [--out FILE.csv]
+                         [--error-norm max|rms] [--out FILE.csv]
       Integrates dX/dt = S6(X) from the tokens in CONFIG up to time T and prints
       {"status", "t_final", "t_blowup", "tokens", "steps", "rhs_evaluations",
        "solve_seconds", "observed_regime"} as one JSON object.
       --rtol, --atol   tolerances of the adaptive steppers (default 1e-8, 1e-10)
       --stepper        dopri5 (default), cash_karp, fehlberg78, bulirsch_stoer, rk4
+      --error-norm     max (default) or rms: how the Runge-Kutta pairs combine the scaled
+                       error components (rms: as SciPy's solve_ivp and Hairer's codes)
       --dt             rk4: the fixed step; adaptive: the first trial step
                        (default 0: chosen automatically)
       --out            also write the trajectory as CSV, columns t,x1_1,..,xL_D
@@ -207,8 +211,9 @@ int run_sweep(const std::vector<std::string>& argv) {
     if (const auto path = args.text("--out")) csv = open_for_writing(*path, "--out");
 
     const auto start = std::chrono::steady_clock::now();
+    ProgressBar bar("sweep");
     const std::vector<PhaseCell> cells =
-        phase_diagram(mu, s, tokens, a, b, t_end, SimulateOptions<double>{}, static_cast<int>(threads));
+        phase_diagram(mu, s, tokens, a, b, t_end, SimulateOptions<double>{}, static_cast<int>(threads), std::ref(bar));
     const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
 
     std::size_t agree = 0;
@@ -262,13 +267,22 @@ SimulateOptions<double> simulate_options(const Arguments& args) {
             throw std::invalid_argument(std::string("--stepper: ") + e.what());
         }
     }
+    if (const auto name = args.text("--error-norm")) {
+        try {
+            o.error_norm = parse_error_norm(*name);
+        } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument(std::string("--error-norm: ") + e.what());
+        }
+        if (o.error_norm == ErrorNorm::Rms && o.stepper == Stepper::BulirschStoer)
+            throw std::invalid_argument("--error-norm: rms applies to dopri5, cash_karp and fehlberg78");
+    }
     o.record = args.has("--out") ? Record::Steps : Record::None;  // None: no trajectory kept
     return o;
 }
 
 int run_simulate(const std::vector<std::string>& argv) {
     const Arguments args = parse_arguments(
-        argv, {"--t-end", "--rtol", "--atol", "--stepper", "--dt", "--out"}, "simulate");
+        argv, {"--t-end", "--rtol", "--atol", "--stepper", "--error-norm", "--dt", "--out"}, "simulate");
     if (args.positional.empty()) throw std::invalid_argument("simulate: missing the CONFIG file");
     if (args.positional.size() > 1)
         throw std::invalid_argument("simulate: unexpected argument '" + args.positional[1] + "'");

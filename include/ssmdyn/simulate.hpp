@@ -82,6 +82,24 @@ inline Stepper parse_stepper(const std::string& name) {
                                 "bulirsch_stoer or rk4");
 }
 
+/// How the Runge–Kutta pairs (dopri5, cash_karp, fehlberg78) measure a step's error
+/// estimate e. Both divide component i by the same scale atol + rtol·(|x_i| + dt·|f_i(x)|)
+/// (odeint's); they differ in how the scaled components are combined.
+enum class ErrorNorm {
+    Max,  ///< the largest scaled component (odeint's default; the stricter)
+    Rms   ///< their root mean square, as in Hairer's DOPRI5 and DOP853 and SciPy's solve_ivp
+};
+
+/// "max" or "rms".
+inline const char* to_string(ErrorNorm n) { return n == ErrorNorm::Rms ? "rms" : "max"; }
+
+/// The norm called `name` ("max" or "rms"); throws std::invalid_argument.
+inline ErrorNorm parse_error_norm(const std::string& name) {
+    if (name == "max") return ErrorNorm::Max;
+    if (name == "rms") return ErrorNorm::Rms;
+    throw std::invalid_argument("error norm '" + name + "' is unknown; use max or rms");
+}
+
 /// Options of simulate(). Defaults suit the paper's experiments.
 template <typename Scalar = double>
 struct SimulateOptions {
@@ -91,6 +109,10 @@ struct SimulateOptions {
     Scalar rtol = Scalar(1e-8);
     /// Absolute tolerance of the error-controlled steppers, >= 0 (not both zero).
     Scalar atol = Scalar(1e-10);
+    /// How the Runge–Kutta pairs combine the components of the error (Rms: as SciPy and
+    /// Hairer's codes do, for like-for-like comparisons). Bulirsch–Stoer has its own
+    /// maximum norm and rejects Rms; rk4 has no error control and ignores it.
+    ErrorNorm error_norm = ErrorNorm::Max;
     /// Adaptive steppers: the first trial step (0: chosen from |x| / |f(x)|).
     /// Rk4: the fixed step (0: (t_end − t_start) / 1000). Must be >= 0.
     Scalar dt = Scalar(0);
@@ -144,6 +166,22 @@ struct has_reset : std::false_type {};
 template <typename T>
 struct has_reset<T, std::void_t<decltype(std::declval<T&>().reset())>> : std::true_type {};
 
+/// odeint error checker with ErrorNorm::Rms: odeint's per-component scale, then the root
+/// mean square (odeint's own default_error_checker takes the maximum).
+template <typename Scalar>
+struct RmsErrorChecker {
+    using value_type = Scalar;
+    Scalar atol = Scalar(1e-10), rtol = Scalar(1e-8);
+
+    template <typename Algebra, typename State, typename Deriv, typename Err, typename Time>
+    Scalar error(Algebra&, const State& x, const Deriv& dxdt, Err& err, Time dt) const {
+        using std::abs;
+        using std::sqrt;
+        const auto scale = atol + rtol * (x.array().abs() + abs(dt) * dxdt.array().abs());
+        return sqrt((err.array() / scale).square().mean());
+    }
+};
+
 template <typename Scalar>
 void check_options(const SimulateOptions<Scalar>& o, Scalar t_end) {
     auto fail = [](const std::string& m) { throw std::invalid_argument(m); };
@@ -158,6 +196,8 @@ void check_options(const SimulateOptions<Scalar>& o, Scalar t_end) {
     if (!(o.min_dt_relative > 0) || !isfinite(o.min_dt_relative))
         fail("min_dt_relative must be finite and > 0");
     if (o.max_steps == 0) fail("max_steps must be >= 1");
+    if (o.error_norm == ErrorNorm::Rms && o.stepper == Stepper::BulirschStoer)
+        fail("error_norm rms applies to dopri5, cash_karp and fehlberg78, not bulirsch_stoer");
     if (o.record == Record::Times) {
         for (std::size_t i = 0; i < o.output_times.size(); ++i) {
             const Scalar t = o.output_times[i];
@@ -347,31 +387,39 @@ SimulateResult<Scalar> simulate(const System& system, const StateVector<Scalar>&
                                          evaluations);
     };
     const Scalar atol = options.atol, rtol = options.rtol;
+    // Runs `run` on the error-controlled form of `error_stepper`, with the norm asked for.
+    auto with_norm = [&](auto error_stepper, auto&& run) {
+        if (options.error_norm == ErrorNorm::Rms) {
+            using Checker = detail::RmsErrorChecker<Scalar>;
+            return run(controlled_runge_kutta<decltype(error_stepper), Checker>(Checker{atol, rtol}));
+        }
+        return run(make_controlled(atol, rtol, error_stepper));
+    };
     switch (options.stepper) {
-        case Stepper::Dopri5: {
+        case Stepper::Dopri5:
             // Dopri5 is first-same-as-last: it reuses f(x) of the accepted step. Boost 1.74's
             // in/out try_step for it does not compile, so we keep the derivative ourselves.
-            auto stepper = make_controlled(atol, rtol, typename Types::dopri5());
-            State dxdt_in, dxdt_out;
-            bool dxdt_valid = false;
-            auto try_step = [&](auto& f, const State& in, Scalar& t, State& out, Scalar& dt) {
-                if (!dxdt_valid) {
-                    dxdt_in.resize(in.size());
-                    f(in, dxdt_in, t);
-                    dxdt_valid = true;
-                }
-                if (stepper.try_step(f, in, dxdt_in, t, out, dxdt_out, dt) != success) return false;
-                dxdt_in.swap(dxdt_out);
-                return true;
-            };
-            auto reset = [&dxdt_valid] { dxdt_valid = false; };
-            return detail::step_loop<Scalar>(rhs, x0, t_end, options, try_step, reset, true,
-                                             evaluations);
-        }
+            return with_norm(typename Types::dopri5(), [&](auto stepper) {
+                State dxdt_in, dxdt_out;
+                bool dxdt_valid = false;
+                auto try_step = [&](auto& f, const State& in, Scalar& t, State& out, Scalar& dt) {
+                    if (!dxdt_valid) {
+                        dxdt_in.resize(in.size());
+                        f(in, dxdt_in, t);
+                        dxdt_valid = true;
+                    }
+                    if (stepper.try_step(f, in, dxdt_in, t, out, dxdt_out, dt) != success) return false;
+                    dxdt_in.swap(dxdt_out);
+                    return true;
+                };
+                auto reset = [&dxdt_valid] { dxdt_valid = false; };
+                return detail::step_loop<Scalar>(rhs, x0, t_end, options, try_step, reset, true,
+                                                 evaluations);
+            });
         case Stepper::CashKarp:
-            return controlled(make_controlled(atol, rtol, typename Types::cash_karp()));
+            return with_norm(typename Types::cash_karp(), controlled);
         case Stepper::Fehlberg78:
-            return controlled(make_controlled(atol, rtol, typename Types::fehlberg78()));
+            return with_norm(typename Types::fehlberg78(), controlled);
         case Stepper::BulirschStoer:
             return controlled(typename Types::bulirsch_stoer(atol, rtol));
         case Stepper::Rk4: {
