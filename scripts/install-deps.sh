@@ -3,8 +3,10 @@
 # is already installed, so it is cheap to run again. Used by the README and by .ci/run.
 set -euo pipefail
 
+# OpenMPI: `mpirun -np P ssmdyn sweep` (optional, tested when present); SciPy: the
+# benchmarks/compare_scipy.py comparison (optional, smoke-tested when present).
 packages=(cmake make g++ libeigen3-dev libboost-dev catch2 libbenchmark-dev
-          nlohmann-json3-dev gnuplot-nox)
+          nlohmann-json3-dev gnuplot-nox libopenmpi-dev openmpi-bin python3-scipy)
 
 missing=()
 for p in "${packages[@]}"; do

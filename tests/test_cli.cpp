@@ -496,3 +496,26 @@ TEST_CASE("cli: sweep: the phase diagram's JSON and CSV") {
         CHECK(lines(b.err).size() == 1);
     }
 }
+
+#ifdef SSMDYN_MPI_LAUNCH_2
+TEST_CASE("cli: sweep on 2 MPI ranks writes exactly what one process writes") {
+    ScratchDir dir;
+    const std::string args =
+        "sweep --mu -2:2:30 --s -2:2:30 --tokens -0.5,-1.0,-0.2,-1.5 --t-end 50 --threads 1 --out ";
+    const Run one = run(dir, args + "one.csv");
+    // Open MPI refuses root unless told; CI runs as root.
+    const Run two = run(dir, args + "two.csv",
+                        "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " SSMDYN_MPI_LAUNCH_2);
+    CAPTURE(one.err, two.err);
+    REQUIRE(one.exit_code == 0);
+    REQUIRE(two.exit_code == 0);
+    const std::string csv = read_file(dir / "one.csv");
+    CHECK(lines(csv).size() == 901);
+    CHECK(read_file(dir / "two.csv") == csv);
+    REQUIRE(lines(two.out).size() == 1);  // rank 0 alone prints
+    Json a = Json::parse(one.out), b = Json::parse(two.out);
+    a.erase("solve_seconds");
+    b.erase("solve_seconds");
+    CHECK(a == b);
+}
+#endif

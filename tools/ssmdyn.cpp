@@ -28,6 +28,9 @@
 #include "csv.hpp"
 #include "demo.hpp"
 #include "progress.hpp"
+#ifdef SSMDYN_WITH_MPI
+#include "mpi_sweep.hpp"
+#endif
 
 namespace {
 
@@ -210,10 +213,21 @@ int run_sweep(const std::vector<std::string>& argv) {
     std::optional<std::ofstream> csv;
     if (const auto path = args.text("--out")) csv = open_for_writing(*path, "--out");
 
-    const auto start = std::chrono::steady_clock::now();
     ProgressBar bar("sweep");
+#ifdef SSMDYN_WITH_MPI
+    const MpiSession mpi;  // the grid split across ranks when launched by mpirun
+    const auto start = std::chrono::steady_clock::now();
+    const std::vector<PhaseCell> cells =
+        mpi.size() > 1 ? mpi_phase_diagram(mpi, mu, s, tokens, a, b, t_end, SimulateOptions<double>{},
+                                           static_cast<int>(threads), std::ref(bar))
+                       : phase_diagram(mu, s, tokens, a, b, t_end, SimulateOptions<double>{},
+                                       static_cast<int>(threads), std::ref(bar));
+    if (mpi.rank() != 0) return 0;  // rank 0 has the whole grid and writes the results
+#else
+    const auto start = std::chrono::steady_clock::now();
     const std::vector<PhaseCell> cells =
         phase_diagram(mu, s, tokens, a, b, t_end, SimulateOptions<double>{}, static_cast<int>(threads), std::ref(bar));
+#endif
     const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
 
     std::size_t agree = 0;
