@@ -71,7 +71,8 @@ DecayPattern decay_pattern(const MatrixX<Scalar>& A) {
 /// vectorised at every optimisation level with the instruction set Eigen was compiled for:
 /// y, Δ ⊙ x and the decay factor of a packet stay in registers across the N states, and h is
 /// read and written once. General decays take one packet exp per (packet, n); Equal and
-/// Harmonic one per packet, then f_n = q or f_n = q^{n+1} by products (error ≤ (n+1)·ε).
+/// Harmonic read q = e^{Δ A_{·,0}} from `decay0` (computed for the whole block beforehand)
+/// and use f_n = q or f_n = q^{n+1} by products (relative error ≤ (n+1)·ε).
 template <DecayPattern pattern, typename Scalar>
 void scan_token(Scalar* h, const Scalar* A, Eigen::Index lda, const Scalar* delta, const Scalar* decay0,
                 const Scalar* x, const Scalar* B, const Scalar* C, Scalar* y, Eigen::Index D, Eigen::Index N) {
