@@ -42,6 +42,19 @@ struct Arguments {
         if (v < 0) throw std::invalid_argument(flag + ": must be >= 0, got " + *text(flag));
         return v;
     }
+
+    /// parse(value of `flag`), or `fallback` without the flag; a std::invalid_argument
+    /// from parse gets the flag's name in front.
+    template <typename T, typename Parse>
+    T parsed(const std::string& flag, T fallback, Parse parse) const {
+        const auto value = text(flag);
+        if (!value) return fallback;
+        try {
+            return parse(*value);
+        } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument(flag + ": " + e.what());
+        }
+    }
 };
 
 /// Splits the arguments of `command`; throws std::invalid_argument on a flag that is not

@@ -274,22 +274,10 @@ SimulateOptions<double> simulate_options(const Arguments& args) {
     o.atol = args.non_negative("--atol", o.atol);
     if (o.rtol == 0 && o.atol == 0) throw std::invalid_argument("--rtol, --atol: cannot both be 0");
     o.dt = args.non_negative("--dt", o.dt);
-    if (const auto name = args.text("--stepper")) {
-        try {
-            o.stepper = parse_stepper(*name);
-        } catch (const std::invalid_argument& e) {
-            throw std::invalid_argument(std::string("--stepper: ") + e.what());
-        }
-    }
-    if (const auto name = args.text("--error-norm")) {
-        try {
-            o.error_norm = parse_error_norm(*name);
-        } catch (const std::invalid_argument& e) {
-            throw std::invalid_argument(std::string("--error-norm: ") + e.what());
-        }
-        if (o.error_norm == ErrorNorm::Rms && o.stepper == Stepper::BulirschStoer)
-            throw std::invalid_argument("--error-norm: rms applies to dopri5, cash_karp and fehlberg78");
-    }
+    o.stepper = args.parsed("--stepper", o.stepper, parse_stepper);
+    o.error_norm = args.parsed("--error-norm", o.error_norm, parse_error_norm);
+    if (o.error_norm == ErrorNorm::Rms && o.stepper == Stepper::BulirschStoer)
+        throw std::invalid_argument("--error-norm: rms applies to dopri5, cash_karp and fehlberg78");
     o.record = args.has("--out") ? Record::Steps : Record::None;  // None: no trajectory kept
     return o;
 }
