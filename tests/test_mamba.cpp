@@ -125,6 +125,13 @@ void check_layer(const ssmdyn::MambaLayer& got, const RawLayer& raw) {
     CHECK(test::max_rel_err(got.params.mu(), Eigen::MatrixXd(S_C.transpose() * S_B)) < 1e-15);
 }
 
+// Writes a checkpoint whose layer 0 is `raw` (layer 1: `other`) to `path`, loads layer 0
+// and returns the message ("<no exception>" if it loads).
+std::string load_layer0(const std::string& path, const RawLayer& raw, const RawLayer& other, DType dtype) {
+    ssmdyn::write_safetensors(path, checkpoint(raw, other, dtype));
+    return message_of([&] { (void)ssmdyn::load_mamba_layer(path, 0); });
+}
+
 }  // namespace
 
 TEST_CASE("mamba: S6 parameters from an F64 checkpoint equal the formulas exactly") {
@@ -179,11 +186,7 @@ TEST_CASE("mamba: a wrong shape names the tensor and the shape expected") {
     std::mt19937 rng(3);
     const RawLayer good = random_layer(rng), other = random_layer(rng);
     TempPath tmp;
-    // Writes a checkpoint whose layer 0 is `raw`, loads layer 0, returns the message.
-    auto load = [&](const RawLayer& raw) {
-        ssmdyn::write_safetensors(tmp.path(), checkpoint(raw, other, DType::F32));
-        return message_of([&] { (void)ssmdyn::load_mamba_layer(tmp.path(), 0); });
-    };
+    auto load = [&](const RawLayer& raw) { return load_layer0(tmp.path(), raw, other, DType::F32); };
     REQUIRE(load(good) == "<no exception>");
 
     RawLayer bad = good;
@@ -271,10 +274,7 @@ TEST_CASE("mamba: A = -exp(A_log) is negative for finite A_log and non-finite or
     std::mt19937 rng(17);
     const RawLayer good = random_layer(rng), other = random_layer(rng);
     TempPath tmp;
-    auto load = [&](const RawLayer& raw) {
-        ssmdyn::write_safetensors(tmp.path(), checkpoint(raw, other, DType::F64));
-        return message_of([&] { (void)ssmdyn::load_mamba_layer(tmp.path(), 0); });
-    };
+    auto load = [&](const RawLayer& raw) { return load_layer0(tmp.path(), raw, other, DType::F64); };
     const double inf = std::numeric_limits<double>::infinity();
     const double nan = std::numeric_limits<double>::quiet_NaN();
 
