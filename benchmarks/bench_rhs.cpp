@@ -30,10 +30,10 @@
 
 #include <Eigen/Core>
 
-#include <ssmdyn/params.hpp>
-#include <ssmdyn/selective_scan.hpp>
-#include <ssmdyn/state.hpp>
-#include <ssmdyn/system.hpp>
+#include <ssmdyn/core/params.hpp>
+#include <ssmdyn/core/selective_scan.hpp>
+#include <ssmdyn/core/state.hpp>
+#include <ssmdyn/core/system.hpp>
 
 namespace {
 

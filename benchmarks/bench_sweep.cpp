@@ -16,7 +16,7 @@
 #include <cstdio>
 #include <vector>
 
-#include <ssmdyn/sweep.hpp>
+#include <ssmdyn/theory/phase_diagram.hpp>
 
 #ifdef _OPENMP
 #include <omp.h>

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include <ssmdyn/io.hpp>
 #include <ssmdyn/ssmdyn.hpp>
 
 namespace {

@@ -23,9 +23,9 @@
 #include <boost/math/quadrature/gauss_kronrod.hpp>
 #include <boost/math/quadrature/tanh_sinh.hpp>
 
-#include <ssmdyn/params.hpp>
-#include <ssmdyn/state.hpp>
-#include <ssmdyn/step_size.hpp>
+#include <ssmdyn/core/params.hpp>
+#include <ssmdyn/core/state.hpp>
+#include <ssmdyn/core/step_size.hpp>
 
 namespace test {
 

@@ -15,9 +15,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include <ssmdyn/deep_model.hpp>
-#include <ssmdyn/simulate.hpp>
-#include <ssmdyn/system.hpp>
+#include <ssmdyn/core/deep_model.hpp>
+#include <ssmdyn/integrate/simulate.hpp>
+#include <ssmdyn/core/system.hpp>
 
 namespace fs = std::filesystem;
 using Json = nlohmann::json;

@@ -11,7 +11,7 @@
 #include <Eigen/Eigenvalues>
 #include <nlohmann/json.hpp>
 
-#include <ssmdyn/safetensors.hpp>
+#include <ssmdyn/io/safetensors.hpp>
 
 namespace {
 

@@ -33,8 +33,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include <ssmdyn/params.hpp>
-#include <ssmdyn/state.hpp>
+#include <ssmdyn/core/params.hpp>
+#include <ssmdyn/core/state.hpp>
 
 namespace ssmdyn::cli {
 

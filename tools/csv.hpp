@@ -13,7 +13,7 @@
 #include <string>
 #include <system_error>
 
-#include <ssmdyn/simulate.hpp>
+#include <ssmdyn/integrate/simulate.hpp>
 
 namespace ssmdyn::cli {
 

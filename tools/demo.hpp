@@ -13,9 +13,9 @@
 #include <system_error>
 #include <vector>
 
-#include <ssmdyn/params.hpp>
-#include <ssmdyn/simulate.hpp>
-#include <ssmdyn/system.hpp>
+#include <ssmdyn/core/params.hpp>
+#include <ssmdyn/integrate/simulate.hpp>
+#include <ssmdyn/core/system.hpp>
 
 #include "arguments.hpp"
 #include "csv.hpp"

@@ -16,7 +16,7 @@
 
 #include <mpi.h>
 
-#include <ssmdyn/sweep.hpp>
+#include <ssmdyn/theory/phase_diagram.hpp>
 
 namespace ssmdyn::cli {
 

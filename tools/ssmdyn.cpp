@@ -16,12 +16,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include <ssmdyn/classify.hpp>
-#include <ssmdyn/deep_model.hpp>
-#include <ssmdyn/rates.hpp>
-#include <ssmdyn/simulate.hpp>
-#include <ssmdyn/sweep.hpp>
-#include <ssmdyn/system.hpp>
+#include <ssmdyn/theory/classify.hpp>
+#include <ssmdyn/core/deep_model.hpp>
+#include <ssmdyn/theory/rates.hpp>
+#include <ssmdyn/integrate/simulate.hpp>
+#include <ssmdyn/theory/phase_diagram.hpp>
+#include <ssmdyn/core/system.hpp>
 
 #include "arguments.hpp"
 #include "config.hpp"

@@ -1,0 +1,6 @@
+#pragma once
+/// \file integrate.hpp
+/// The integrate component: statuses, options and results, the odeint wiring, the guarded driver and simulate(). Needs core and Boost.Odeint.
+
+#include "integrate/odeint.hpp"
+#include "integrate/simulate.hpp"

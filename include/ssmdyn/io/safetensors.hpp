@@ -1,0 +1,600 @@
+#pragma once
+/// \file safetensors.hpp
+/// Reading (and writing) tensors in the safetensors format, the format trained Mamba
+/// checkpoints are distributed in.
+///
+/// Layout of a file: an 8-byte little-endian unsigned header length n, then n bytes of
+/// UTF-8 JSON, then the data section. The header maps each tensor name to
+/// `{"dtype": "F32", "shape": [rows, cols], "data_offsets": [begin, end]}` (byte offsets
+/// into the data section; elements little-endian, row-major), plus an optional
+/// `"__metadata__"` object of string values.
+///
+/// The reader treats the file as untrusted: every length and offset is checked against
+/// the bytes actually present before anything is read, and every problem is a
+/// std::invalid_argument naming the file, the tensor and what is wrong. Values convert
+/// to double exactly (F64, F32, F16, BF16; subnormals, infinities and NaN included).
+///
+/// \code
+/// ssmdyn::SafetensorsFile file("model.safetensors");
+/// Eigen::MatrixXd A_log = file.matrix("backbone.layers.0.mixer.A_log");
+/// \endcode
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "../detail/json.hpp"
+#include "../core/state.hpp"
+
+namespace ssmdyn {
+
+/// Element types of the safetensors format. Every one can be described by TensorInfo;
+/// the floating-point types F64, F32, F16 and BF16 can also be read as (and written
+/// from) double — see is_supported().
+enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U64, U32, U16, U8, Bool, F8E5M2, F8E4M3 };
+
+/// The dtype's name as written in a safetensors header, e.g. "BF16", "F8_E4M3".
+inline const char* dtype_name(DType t) {
+    switch (t) {
+        case DType::F64: return "F64";
+        case DType::F32: return "F32";
+        case DType::F16: return "F16";
+        case DType::BF16: return "BF16";
+        case DType::I64: return "I64";
+        case DType::I32: return "I32";
+        case DType::I16: return "I16";
+        case DType::I8: return "I8";
+        case DType::U64: return "U64";
+        case DType::U32: return "U32";
+        case DType::U16: return "U16";
+        case DType::U8: return "U8";
+        case DType::Bool: return "BOOL";
+        case DType::F8E5M2: return "F8_E5M2";
+        case DType::F8E4M3: return "F8_E4M3";
+    }
+    return "?";
+}
+
+/// Bytes per element of the dtype.
+inline std::size_t dtype_size(DType t) {
+    switch (t) {
+        case DType::F64: case DType::I64: case DType::U64: return 8;
+        case DType::F32: case DType::I32: case DType::U32: return 4;
+        case DType::F16: case DType::BF16: case DType::I16: case DType::U16: return 2;
+        case DType::I8: case DType::U8: case DType::Bool: case DType::F8E5M2: case DType::F8E4M3: return 1;
+    }
+    return 1;
+}
+
+/// Whether values of this dtype convert to and from double here (F64, F32, F16, BF16).
+inline bool is_supported(DType t) {
+    return t == DType::F64 || t == DType::F32 || t == DType::F16 || t == DType::BF16;
+}
+
+namespace detail {
+
+inline const char* supported_dtypes() { return "F64, F32, F16, BF16"; }
+
+/// The dtype named `name` in a header, if it is one of the safetensors dtypes.
+inline bool parse_dtype(const std::string& name, DType& out) {
+    for (DType t : {DType::F64, DType::F32, DType::F16, DType::BF16, DType::I64, DType::I32,
+                    DType::I16, DType::I8, DType::U64, DType::U32, DType::U16, DType::U8, DType::Bool,
+                    DType::F8E5M2, DType::F8E4M3})
+        if (name == dtype_name(t)) {
+            out = t;
+            return true;
+        }
+    return false;
+}
+
+/// The value of an IEEE-754-style binary format with `exp_bits` exponent bits and
+/// `man_bits` stored mantissa bits (F16: 5, 10; BF16: 8, 7; F32: 8, 23), given its bit
+/// pattern. Exact: every such value is a double. NaN keeps its sign, not its payload.
+inline double decode_binary(std::uint64_t bits, int exp_bits, int man_bits) {
+    const bool negative = (bits >> (exp_bits + man_bits)) & 1u;
+    const std::uint64_t exp_max = (std::uint64_t(1) << exp_bits) - 1;
+    const std::uint64_t e = (bits >> man_bits) & exp_max;
+    const std::uint64_t f = bits & ((std::uint64_t(1) << man_bits) - 1);
+    const int bias = (1 << (exp_bits - 1)) - 1;
+    double magnitude;
+    if (e == exp_max)
+        magnitude = f != 0 ? std::numeric_limits<double>::quiet_NaN() : std::numeric_limits<double>::infinity();
+    else if (e == 0)  // zero and subnormals: f · 2^(1 − bias − man_bits)
+        magnitude = std::ldexp(static_cast<double>(f), 1 - bias - man_bits);
+    else
+        magnitude = std::ldexp(static_cast<double>(f | (std::uint64_t(1) << man_bits)),
+                               static_cast<int>(e) - bias - man_bits);
+    return negative ? -magnitude : magnitude;
+}
+
+/// The bit pattern of the binary format (see decode_binary) nearest to v, ties to even,
+/// rounding directly from the double (no double rounding through float). Values beyond
+/// the largest finite number by half an ulp or more become ±infinity, as in IEEE-754;
+/// NaN becomes a quiet NaN of the same sign.
+inline std::uint64_t encode_binary(double v, int exp_bits, int man_bits) {
+    std::uint64_t b;
+    std::memcpy(&b, &v, sizeof b);
+    const std::uint64_t sign = (b >> 63) << (exp_bits + man_bits);
+    const std::uint64_t exp_field_max = ((std::uint64_t(1) << exp_bits) - 1) << man_bits;
+    const int double_exp = static_cast<int>((b >> 52) & 0x7FF);
+    const std::uint64_t double_man = b & ((std::uint64_t(1) << 52) - 1);
+    if (double_exp == 0x7FF)
+        return sign | exp_field_max | (double_man != 0 ? std::uint64_t(1) << (man_bits - 1) : 0);
+    // |v| = m · 2^q with m an integer below 2^53.
+    std::uint64_t m;
+    int q;
+    if (double_exp == 0) {
+        if (double_man == 0) return sign;
+        m = double_man;
+        q = -1074;
+    } else {
+        m = double_man | (std::uint64_t(1) << 52);
+        q = double_exp - 1075;
+    }
+    int bit_length = 0;
+    for (std::uint64_t t = m; t != 0; t >>= 1) ++bit_length;
+    const int e = bit_length - 1 + q;  // floor(log2 |v|)
+    const int bias = (1 << (exp_bits - 1)) - 1;
+    const int e_min = 1 - bias;
+    // The target's unit in the last place is 2^k; below e_min the format is subnormal.
+    const int k = (e < e_min ? e_min : e) - man_bits;
+    const int shift = k - q;
+    std::uint64_t mantissa;  // |v| / 2^k rounded to an integer, ties to even
+    if (shift <= 0) {
+        mantissa = m << -shift;
+    } else if (shift >= 64) {
+        mantissa = 0;  // |v| < 2^(53+q) <= 2^(k−11): below half an ulp
+    } else {
+        mantissa = m >> shift;
+        const std::uint64_t rest = m & ((std::uint64_t(1) << shift) - 1);
+        const std::uint64_t half = std::uint64_t(1) << (shift - 1);
+        if (rest > half || (rest == half && (mantissa & 1u))) ++mantissa;
+    }
+    // Subnormal: the mantissa is the pattern (a carry to 2^man_bits is the smallest
+    // normal, correctly). Normal: the implicit bit of the mantissa adds one to the biased
+    // exponent e + bias − 1, and a rounding carry moves on into the exponent.
+    const std::uint64_t magnitude =
+        e < e_min ? mantissa : (static_cast<std::uint64_t>(e + bias - 1) << man_bits) + mantissa;
+    if (magnitude >= exp_field_max) return sign | exp_field_max;  // overflow: infinity
+    return sign | magnitude;
+}
+
+inline std::uint64_t load_le(const unsigned char* p, std::size_t n) {
+    std::uint64_t v = 0;
+    for (std::size_t i = n; i-- > 0;) v = (v << 8) | p[i];
+    return v;
+}
+
+inline void store_le(std::vector<unsigned char>& out, std::uint64_t v, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) out.push_back(static_cast<unsigned char>((v >> (8 * i)) & 0xFF));
+}
+
+/// The element at p (dtype_size(t) readable bytes, any alignment) as a double.
+inline double decode_element(const unsigned char* p, DType t) {
+    switch (t) {
+        case DType::F64: {
+            const std::uint64_t bits = load_le(p, 8);
+            double v;
+            std::memcpy(&v, &bits, sizeof v);
+            return v;
+        }
+        case DType::F32: {
+            const auto bits = static_cast<std::uint32_t>(load_le(p, 4));
+            float v;
+            std::memcpy(&v, &bits, sizeof v);
+            return static_cast<double>(v);
+        }
+        case DType::F16: return decode_binary(load_le(p, 2), 5, 10);
+        case DType::BF16: return decode_binary(load_le(p, 2), 8, 7);
+        default: throw std::logic_error("decode_element: unsupported dtype");
+    }
+}
+
+/// The bit pattern of v in dtype t (a supported dtype), rounded to nearest, ties to even.
+inline std::uint64_t encode_element(double v, DType t) {
+    switch (t) {
+        case DType::F64: {
+            std::uint64_t bits;
+            std::memcpy(&bits, &v, sizeof bits);
+            return bits;
+        }
+        case DType::F32: return encode_binary(v, 8, 23);
+        case DType::F16: return encode_binary(v, 5, 10);
+        case DType::BF16: return encode_binary(v, 8, 7);
+        default: throw std::logic_error("encode_element: unsupported dtype");
+    }
+}
+
+/// count = product of the non-negative shape; false when count · element_size would
+/// overflow 64 bits (a zero dimension makes the product 0 whatever the others are).
+inline bool element_count(const std::vector<std::int64_t>& shape, std::uint64_t element_size,
+                          std::uint64_t& count) {
+    count = 1;
+    for (std::int64_t d : shape)
+        if (d == 0) {
+            count = 0;
+            return true;
+        }
+    for (std::int64_t d : shape) {
+        const auto u = static_cast<std::uint64_t>(d);
+        if (count > std::numeric_limits<std::uint64_t>::max() / u) return false;
+        count *= u;
+    }
+    return count <= std::numeric_limits<std::uint64_t>::max() / element_size;
+}
+
+/// "40x64" for a shape, "scalar" for the empty shape.
+inline std::string shape_string(const std::vector<std::int64_t>& shape) {
+    if (shape.empty()) return "scalar";
+    std::string s;
+    for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? "x" : "") + std::to_string(shape[i]);
+    return s;
+}
+
+}  // namespace detail
+
+/// The value of an IEEE half-precision (F16) bit pattern, exactly.
+inline double half_to_double(std::uint16_t bits) { return detail::decode_binary(bits, 5, 10); }
+/// The F16 bit pattern nearest to v (ties to even; ±infinity beyond 65520 in magnitude).
+inline std::uint16_t double_to_half(double v) {
+    return static_cast<std::uint16_t>(detail::encode_binary(v, 5, 10));
+}
+/// The value of a bfloat16 (BF16) bit pattern, exactly.
+inline double bfloat16_to_double(std::uint16_t bits) { return detail::decode_binary(bits, 8, 7); }
+/// The BF16 bit pattern nearest to v (ties to even), rounded directly from the double.
+inline std::uint16_t double_to_bfloat16(double v) {
+    return static_cast<std::uint16_t>(detail::encode_binary(v, 8, 7));
+}
+
+/// What the header says about one tensor.
+struct TensorInfo {
+    /// Element type.
+    DType dtype = DType::F64;
+    /// Dimensions, outermost first (row-major); empty for a scalar.
+    std::vector<std::int64_t> shape;
+    /// data_offsets[0]: first byte of the tensor, relative to the start of the data section.
+    std::size_t begin = 0;
+    /// data_offsets[1]: one past its last byte, relative to the start of the data section.
+    std::size_t end = 0;
+
+    /// Number of elements, the product of the shape (1 for a scalar).
+    std::size_t element_count() const { return (end - begin) / dtype_size(dtype); }
+};
+
+/// A safetensors file read into memory, its header parsed and checked.
+///
+/// The whole file is read once by the constructor; tensors are converted to double on
+/// request. Construction throws std::invalid_argument when the file is unreadable or its
+/// header is malformed in any way (see the file comment). A tensor of a dtype that is
+/// not supported (e.g. I64) does not prevent reading the others: only asking for its
+/// values throws.
+class SafetensorsFile {
+public:
+    /// Largest header accepted, as in the reference implementation: 100 MB.
+    static constexpr std::uint64_t max_header_size = 100000000;
+
+    /// Reads and checks the file at `path`.
+    explicit SafetensorsFile(const std::string& path) : m_path(path) {
+        std::error_code ec;
+        if (std::filesystem::is_directory(path, ec)) fail("is a directory, not a file");
+        std::ifstream in(path, std::ios::binary);
+        if (!in) fail("cannot be opened for reading");
+        in.seekg(0, std::ios::end);
+        const std::streamoff size = in.tellg();
+        in.seekg(0, std::ios::beg);
+        if (size < 0 || !in) fail("cannot be read (size unknown)");
+        m_bytes.resize(static_cast<std::size_t>(size));
+        if (size > 0) in.read(reinterpret_cast<char*>(m_bytes.data()), static_cast<std::streamsize>(size));
+        if (in.gcount() != static_cast<std::streamsize>(size))
+            fail("could not read all of its " + std::to_string(size) + " bytes");
+        parse();
+    }
+
+    /// Checks bytes already in memory, laid out as a safetensors file.
+    /// \param bytes the file contents
+    /// \param name how messages refer to the data
+    static SafetensorsFile from_bytes(std::vector<unsigned char> bytes, std::string name = "<memory>") {
+        return SafetensorsFile(std::move(bytes), std::move(name));
+    }
+
+    /// The path (or name) given at construction.
+    const std::string& path() const { return m_path; }
+
+    /// Names of the tensors, in header order (without "__metadata__").
+    const std::vector<std::string>& names() const { return m_names; }
+
+    /// Whether a tensor of that name exists.
+    bool contains(const std::string& name) const { return m_tensors.count(name) != 0; }
+
+    /// Dtype, shape and byte range of a tensor; std::invalid_argument if there is none.
+    const TensorInfo& info(const std::string& name) const {
+        const auto it = m_tensors.find(name);
+        if (it == m_tensors.end()) fail("has no tensor named " + detail::json_quote(name));
+        return it->second;
+    }
+
+    /// The "__metadata__" entries of the header (empty when it has none).
+    const std::map<std::string, std::string>& metadata() const { return m_metadata; }
+
+    /// All elements of a tensor of any rank, in file (row-major) order, as doubles.
+    std::vector<double> values(const std::string& name) const {
+        const TensorInfo& t = info(name);
+        if (!is_supported(t.dtype))
+            fail_tensor(name, std::string("has unsupported dtype ") + dtype_name(t.dtype) + "; supported: " +
+                                  detail::supported_dtypes());
+        const std::size_t n = t.element_count();
+        const std::size_t size = dtype_size(t.dtype);
+        const unsigned char* p = m_bytes.data() + m_data_begin + t.begin;
+        std::vector<double> out(n);
+        for (std::size_t i = 0; i < n; ++i) out[i] = detail::decode_element(p + i * size, t.dtype);
+        return out;
+    }
+
+    /// A 2-D tensor as a matrix with the same rows and columns (the file is row-major).
+    MatrixX<double> matrix(const std::string& name) const {
+        const TensorInfo& t = info(name);
+        if (t.shape.size() != 2)
+            fail_tensor(name, "has shape " + detail::shape_string(t.shape) + " (" + std::to_string(t.shape.size()) +
+                                  "-D); matrix() needs a 2-D tensor");
+        const std::vector<double> v = values(name);
+        using RowMajor = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+        return Eigen::Map<const RowMajor>(v.data(), static_cast<Eigen::Index>(t.shape[0]),
+                                          static_cast<Eigen::Index>(t.shape[1]));
+    }
+
+    /// A 1-D tensor as a vector.
+    VectorX<double> vector(const std::string& name) const {
+        const TensorInfo& t = info(name);
+        if (t.shape.size() != 1)
+            fail_tensor(name, "has shape " + detail::shape_string(t.shape) + " (" + std::to_string(t.shape.size()) +
+                                  "-D); vector() needs a 1-D tensor");
+        const std::vector<double> v = values(name);
+        return Eigen::Map<const VectorX<double>>(v.data(), static_cast<Eigen::Index>(v.size()));
+    }
+
+private:
+    SafetensorsFile(std::vector<unsigned char> bytes, std::string name)
+        : m_path(std::move(name)), m_bytes(std::move(bytes)) {
+        parse();
+    }
+
+    [[noreturn]] void fail(const std::string& what) const {
+        throw std::invalid_argument("safetensors file '" + m_path + "' " + what);
+    }
+    [[noreturn]] void fail_tensor(const std::string& name, const std::string& what) const {
+        fail("tensor " + detail::json_quote(name) + " " + what);
+    }
+
+    void parse() {
+        const std::size_t size = m_bytes.size();
+        if (size < 8)
+            fail("is " + std::to_string(size) + " bytes long, shorter than the 8-byte header length");
+        const std::uint64_t n = detail::load_le(m_bytes.data(), 8);
+        if (n > max_header_size)
+            fail("declares a header of " + std::to_string(n) + " bytes, larger than the limit of " +
+                 std::to_string(max_header_size) + " (not a safetensors file?)");
+        if (n > size - 8)
+            fail("declares a header of " + std::to_string(n) + " bytes, larger than the " +
+                 std::to_string(size - 8) + " bytes after the length field");
+        const auto header_size = static_cast<std::size_t>(n);
+        m_data_begin = 8 + header_size;
+        const std::size_t data_size = size - m_data_begin;
+
+        detail::JsonValue header;
+        try {
+            header = detail::JsonParser(reinterpret_cast<const char*>(m_bytes.data() + 8), header_size).parse();
+        } catch (const detail::JsonError& e) {
+            fail(std::string("has a header that is not valid JSON: ") + e.what() + " of the header");
+        }
+        if (!header.is_object())
+            fail(std::string("has a header that is a JSON ") + header.kind_name() + ", not an object");
+
+        for (const auto& [name, entry] : header.as_object()) {
+            if (name == "__metadata__") {
+                read_metadata(entry);
+                continue;
+            }
+            m_tensors.emplace(name, read_entry(name, entry, data_size));
+            m_names.push_back(name);
+        }
+    }
+
+    void read_metadata(const detail::JsonValue& entry) {
+        if (!entry.is_object())
+            fail(std::string("has a \"__metadata__\" that is ") + entry.described() +
+                 ", not an object of strings");
+        for (const auto& [key, value] : entry.as_object()) {
+            if (!value.is_string())
+                fail("has a \"__metadata__\" entry " + detail::json_quote(key) + " that is " + value.described() +
+                     ", not a string");
+            m_metadata.emplace(key, value.as_string());
+        }
+    }
+
+    // A JSON integer in [0, 2^63), else a message naming `what`.
+    std::uint64_t non_negative(const std::string& name, const std::string& what,
+                               const detail::JsonValue& v) const {
+        if (!v.is_number()) fail_tensor(name, what + " is " + v.described() + ", not a non-negative integer");
+        if (!v.is_integer() || v.as_integer() < 0)
+            fail_tensor(name, what + " = " + v.number_text() + " is not a non-negative integer (below 2^63)");
+        return static_cast<std::uint64_t>(v.as_integer());
+    }
+
+    TensorInfo read_entry(const std::string& name, const detail::JsonValue& entry, std::size_t data_size) const {
+        if (!entry.is_object())
+            fail_tensor(name, std::string("entry is ") + entry.described() +
+                                  ", not an object with dtype, shape and data_offsets");
+        auto field = [&](const char* key, bool (detail::JsonValue::*is_kind)() const,
+                         const char* expected) -> const detail::JsonValue& {
+            const detail::JsonValue* v = entry.find(key);
+            if (!v) fail_tensor(name, std::string("has no \"") + key + "\"");
+            if (!(v->*is_kind)())
+                fail_tensor(name, std::string("\"") + key + "\" is " + v->described() + ", expected " + expected);
+            return *v;
+        };
+        const detail::JsonValue& dtype = field("dtype", &detail::JsonValue::is_string, "a string such as \"F32\"");
+        const detail::JsonValue& shape = field("shape", &detail::JsonValue::is_array, "an array of integers");
+        const detail::JsonValue& offsets =
+            field("data_offsets", &detail::JsonValue::is_array, "an array [begin, end]");
+
+        TensorInfo t;
+        if (!detail::parse_dtype(dtype.as_string(), t.dtype))
+            fail_tensor(name, "has unknown dtype " + detail::json_quote(dtype.as_string()) + "; supported: " +
+                                  detail::supported_dtypes());
+
+        const auto& dims = shape.as_array();
+        for (std::size_t i = 0; i < dims.size(); ++i)
+            t.shape.push_back(static_cast<std::int64_t>(
+                non_negative(name, "shape[" + std::to_string(i) + "]", dims[i])));
+        const std::uint64_t element_size = dtype_size(t.dtype);
+        std::uint64_t count = 0;
+        if (!detail::element_count(t.shape, element_size, count))
+            fail_tensor(name, "has shape " + detail::shape_string(t.shape) +
+                                  " whose size in bytes overflows a 64-bit integer");
+
+        const auto& range = offsets.as_array();
+        if (range.size() != 2)
+            fail_tensor(name, "\"data_offsets\" has " + std::to_string(range.size()) +
+                                  " entries, expected two: [begin, end]");
+        const std::uint64_t begin = non_negative(name, "data_offsets[0]", range[0]);
+        const std::uint64_t end = non_negative(name, "data_offsets[1]", range[1]);
+        if (begin > end)
+            fail_tensor(name, "has data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+                                  "] with begin > end");
+        if (end > data_size)
+            fail_tensor(name, "has data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+                                  "] ending beyond the " + std::to_string(data_size) + "-byte data section");
+        if (end - begin != count * element_size)
+            fail_tensor(name, "has data_offsets spanning " + std::to_string(end - begin) + " bytes, but shape " +
+                                  detail::shape_string(t.shape) + " of " + dtype_name(t.dtype) + " needs " +
+                                  std::to_string(count * element_size) + " bytes");
+        t.begin = static_cast<std::size_t>(begin);
+        t.end = static_cast<std::size_t>(end);
+        return t;
+    }
+
+    std::string m_path;
+    std::vector<unsigned char> m_bytes;
+    std::size_t m_data_begin = 0;
+    std::vector<std::string> m_names;
+    std::map<std::string, TensorInfo> m_tensors;
+    std::map<std::string, std::string> m_metadata;
+};
+
+/// One tensor to write: its values as doubles in row-major order, converted on writing
+/// to `dtype` (rounded to nearest, ties to even).
+struct NamedTensor {
+    /// Tensor name, e.g. "backbone.layers.0.mixer.A_log".
+    std::string name;
+    /// Element type in the file: F64, F32, F16 or BF16.
+    DType dtype = DType::F64;
+    /// Dimensions, outermost first; empty for a scalar.
+    std::vector<std::int64_t> shape;
+    /// product(shape) values, row-major (the last index varies fastest).
+    std::vector<double> values;
+
+    /// A 2-D tensor with the rows and columns of m.
+    template <typename Derived>
+    static NamedTensor from_matrix(std::string name, const Eigen::MatrixBase<Derived>& m,
+                                   DType dtype = DType::F64) {
+        NamedTensor t{std::move(name), dtype, {m.rows(), m.cols()}, {}};
+        t.values.reserve(static_cast<std::size_t>(m.size()));
+        for (Eigen::Index i = 0; i < m.rows(); ++i)
+            for (Eigen::Index j = 0; j < m.cols(); ++j) t.values.push_back(static_cast<double>(m(i, j)));
+        return t;
+    }
+
+    /// A 1-D tensor from a row or column vector.
+    template <typename Derived>
+    static NamedTensor from_vector(std::string name, const Eigen::MatrixBase<Derived>& v,
+                                   DType dtype = DType::F64) {
+        if (v.rows() != 1 && v.cols() != 1)
+            throw std::invalid_argument("NamedTensor::from_vector: " + name + " is " + std::to_string(v.rows()) +
+                                        "x" + std::to_string(v.cols()) + ", not a vector");
+        NamedTensor t{std::move(name), dtype, {v.size()}, {}};
+        t.values.reserve(static_cast<std::size_t>(v.size()));
+        for (Eigen::Index i = 0; i < v.size(); ++i) t.values.push_back(static_cast<double>(v(i)));
+        return t;
+    }
+};
+
+/// Writes tensors (in the order given) and optional metadata as a safetensors file.
+/// The header is padded with spaces to a multiple of 8 bytes, so that the data section
+/// is aligned, as the reference implementation does.
+/// \throws std::invalid_argument for an unsupported dtype, a shape that does not match
+///   the number of values, a duplicate, reserved or non-UTF-8 name, or a failed write.
+inline void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
+                              const std::map<std::string, std::string>& metadata = {}) {
+    auto fail = [&](const std::string& what) {
+        throw std::invalid_argument("write_safetensors('" + path + "'): " + what);
+    };
+    std::string header = "{";
+    if (!metadata.empty()) {
+        header += "\"__metadata__\":{";
+        bool first = true;
+        for (const auto& [key, value] : metadata) {
+            if (!detail::is_valid_utf8(key) || !detail::is_valid_utf8(value))
+                fail("metadata entry " + detail::json_quote(key) + " is not valid UTF-8");
+            header += (first ? "" : ",") + detail::json_quote(key) + ":" + detail::json_quote(value);
+            first = false;
+        }
+        header += "}";
+    }
+    std::vector<unsigned char> data;
+    std::set<std::string> seen;
+    for (const NamedTensor& t : tensors) {
+        const std::string quoted = detail::json_quote(t.name);
+        if (!detail::is_valid_utf8(t.name)) fail("tensor name " + quoted + " is not valid UTF-8");
+        if (t.name == "__metadata__") fail("\"__metadata__\" is reserved and cannot name a tensor");
+        if (!seen.insert(t.name).second) fail("tensor " + quoted + " appears twice");
+        if (!is_supported(t.dtype))
+            fail("tensor " + quoted + " has unsupported dtype " + dtype_name(t.dtype) + "; supported: " +
+                 detail::supported_dtypes());
+        for (std::int64_t d : t.shape)
+            if (d < 0) fail("tensor " + quoted + " has a negative dimension in shape " + detail::shape_string(t.shape));
+        std::uint64_t count = 0;
+        if (!detail::element_count(t.shape, dtype_size(t.dtype), count))
+            fail("tensor " + quoted + " has shape " + detail::shape_string(t.shape) +
+                 " whose size in bytes overflows a 64-bit integer");
+        if (count != t.values.size())
+            fail("tensor " + quoted + " has " + std::to_string(t.values.size()) + " values but shape " +
+                 detail::shape_string(t.shape) + " needs " + std::to_string(count));
+        const std::size_t begin = data.size();
+        const std::size_t size = dtype_size(t.dtype);
+        for (double v : t.values) detail::store_le(data, detail::encode_element(v, t.dtype), size);
+        std::string dims;
+        for (std::size_t i = 0; i < t.shape.size(); ++i) dims += (i ? "," : "") + std::to_string(t.shape[i]);
+        header += (header.size() > 1 ? "," : "") + quoted + ":{\"dtype\":\"" + dtype_name(t.dtype) +
+                  "\",\"shape\":[" + dims + "],\"data_offsets\":[" + std::to_string(begin) + "," +
+                  std::to_string(data.size()) + "]}";
+    }
+    header += "}";
+    header.append((8 - header.size() % 8) % 8, ' ');
+
+    std::vector<unsigned char> bytes;
+    bytes.reserve(8 + header.size() + data.size());
+    detail::store_le(bytes, header.size(), 8);
+    bytes.insert(bytes.end(), header.begin(), header.end());
+    bytes.insert(bytes.end(), data.begin(), data.end());
+
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    if (!out) fail("cannot open the file for writing");
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    out.close();
+    if (!out) fail("writing the file failed");
+}
+
+}  // namespace ssmdyn

@@ -1,0 +1,93 @@
+#include "support.hpp"
+
+#include <string>
+
+#include <ssmdyn/core/params.hpp>
+
+namespace {
+using test::message_of;
+}  // namespace
+
+TEST_CASE("the one-dimensional factory builds the paper's scalar system") {
+    auto p = ssmdyn::S6Params<double>::one_dimensional(-1.5, 0.25, 2.0, 0.1);
+    CHECK(p.dim() == 1);
+    CHECK(p.state_dim() == 1);
+    CHECK(p.mu()(0, 0) == -1.5);
+    CHECK(p.S_Delta(0, 0) == 0.25);
+    CHECK(p.delta_bias(0) == 0.1);
+    CHECK(p.A(0, 0) == -2.0);
+}
+
+TEST_CASE("mu is S_C^T S_B") {
+    std::mt19937 rng(7);
+    auto p = test::random_params(rng, 4, 3);
+    Eigen::MatrixXd mu = Eigen::MatrixXd::Zero(4, 4);
+    for (int n = 0; n < 3; ++n) mu += p.S_C.row(n).transpose() * p.S_B.row(n);
+    CHECK(test::max_rel_err(p.mu(), mu) < 1e-14);
+    CHECK_NOTHROW(p.validate());
+}
+
+TEST_CASE("validation names the field and the problem") {
+    std::mt19937 rng(1);
+    const auto good = test::random_params(rng, 3, 2);
+
+    auto p = good;
+    p.S_C.resize(3, 3);
+    auto m = message_of([&] { p.validate(); });
+    CHECK(m.find("S_C") != std::string::npos);
+    CHECK(m.find("3x3") != std::string::npos);
+    CHECK(m.find("2x3") != std::string::npos);
+
+    p = good;
+    p.S_Delta.resize(3, 2);
+    CHECK(message_of([&] { p.validate(); }).find("S_Delta") != std::string::npos);
+
+    p = good;
+    p.delta_bias.resize(2);
+    CHECK(message_of([&] { p.validate(); }) == "delta_bias has 2 entries, expected D = 3");
+
+    // The field that disagrees with the others is blamed, S_B included.
+    p = good;
+    p.S_B.resize(2, 4);
+    CHECK(message_of([&] { p.validate(); }) == "S_B has shape 2x4 but must be N x D = 2x3");
+
+    p = good;
+    p.A.resize(2, 3);
+    CHECK(message_of([&] { p.validate(); }).find("A has shape 2x3") != std::string::npos);
+
+    p = good;
+    p.A(1, 0) = 0.5;
+    CHECK(message_of([&] { p.validate(); }) == "A(1,0) = 0.5 must be < 0");
+    p.A(1, 0) = 0.0;
+    CHECK(message_of([&] { p.validate(); }).find("A(1,0)") != std::string::npos);
+
+    p = good;
+    p.S_B(1, 2) = std::numeric_limits<double>::quiet_NaN();
+    m = message_of([&] { p.validate(); });
+    CHECK(m.find("S_B(1,2)") != std::string::npos);
+    CHECK(m.find("not finite") != std::string::npos);
+
+    p = good;
+    p.A(0, 0) = -std::numeric_limits<double>::infinity();
+    CHECK(message_of([&] { p.validate(); }).find("A(0,0) is not finite") != std::string::npos);
+
+    p = good;
+    p.S_B.resize(0, 3);
+    CHECK(message_of([&] { p.validate(); }).find("S_B") != std::string::npos);
+
+    CHECK_THROWS_AS(ssmdyn::S6Params<double>::one_dimensional(1.0, 0.0, -1.0), std::invalid_argument);
+}
+
+TEST_CASE("token validation rejects empty, ragged and non-finite token sets") {
+    std::mt19937 rng(2);
+    const auto p = test::random_params(rng, 3, 2);
+    Eigen::VectorXd x = Eigen::VectorXd::Ones(6);
+    CHECK_NOTHROW(ssmdyn::validate_tokens(p, x));
+    CHECK(message_of([&] { ssmdyn::validate_tokens(p, Eigen::VectorXd()); }).find("tokens is empty") !=
+          std::string::npos);
+    CHECK(message_of([&] { ssmdyn::validate_tokens(p, Eigen::VectorXd::Ones(7)); })
+              .find("not a multiple of D = 3") != std::string::npos);
+    x(4) = std::numeric_limits<double>::infinity();
+    CHECK(message_of([&] { ssmdyn::validate_tokens(p, x); }) ==
+          "tokens: token 2, channel 2 is not finite");
+}

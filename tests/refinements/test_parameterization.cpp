@@ -1,0 +1,113 @@
+#include "support.hpp"
+
+#include <Eigen/Eigenvalues>
+
+#include <ssmdyn/refinements/parameterization.hpp>
+#include <ssmdyn/integrate/simulate.hpp>
+#include <ssmdyn/core/system.hpp>
+
+using ssmdyn::MuSign;
+
+namespace {
+// Numbers of positive and negative eigenvalues of the symmetric part of μ, relative to its scale.
+std::pair<int, int> inertia(const Eigen::MatrixXd& mu) {
+    const Eigen::VectorXd e = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>((mu + mu.transpose()) / 2).eigenvalues();
+    const double tol = 1e-10 * e.cwiseAbs().maxCoeff();
+    return {int((e.array() > tol).count()), int((e.array() < -tol).count())};
+}
+}  // namespace
+
+TEST_CASE("parameterization: U is the upper-triangular part with a unit diagonal") {
+    Eigen::MatrixXd free(3, 4);
+    free << 5, 2, 3, 4,  //
+        6, 7, 8, 9,      //
+        1, 1, 1, 1;
+    Eigen::MatrixXd expected(3, 4);
+    expected << 1, 2, 3, 4,  //
+        0, 1, 8, 9,          //
+        0, 0, 1, 1;
+    CHECK(ssmdyn::unit_upper_triangular(free) == expected);
+    Eigen::MatrixXd tall = Eigen::MatrixXd::Constant(4, 2, 7.0);
+    Eigen::MatrixXd tall_expected(4, 2);
+    tall_expected << 1, 7, 0, 1, 0, 0, 0, 0;
+    CHECK(ssmdyn::unit_upper_triangular(tall) == tall_expected);
+}
+
+TEST_CASE("parameterization: mu = U' W U has the promised sign structure for N < D, N = D, N > D") {
+    std::mt19937 rng(91);
+    for (auto [N, D] : {std::pair<Eigen::Index, Eigen::Index>{2, 5}, {3, 6}, {4, 4}, {5, 5}, {6, 3}, {8, 4}}) {
+        for (int trial = 0; trial < 20; ++trial) {
+            CAPTURE(N, D, trial);
+            const Eigen::MatrixXd U = ssmdyn::unit_upper_triangular(Eigen::MatrixXd(test::random_tokens(rng, N, D)));
+            const Eigen::VectorXd w = 3 * test::random_tokens(rng, N, 1);
+            const Eigen::Index rank = std::min(N, D);  // U has full rank: unit diagonal
+            for (MuSign sign : {MuSign::PositiveSemidefinite, MuSign::NegativeSemidefinite, MuSign::Mixed}) {
+                CAPTURE(ssmdyn::to_string(sign));
+                const auto io = ssmdyn::input_output_matrices(U, w, 0.7, sign);
+                CHECK(io.S_C == U);
+                const Eigen::MatrixXd mu = io.S_C.transpose() * io.S_B;
+                CHECK((mu - mu.transpose()).cwiseAbs().maxCoeff() <= 1e-12 * mu.cwiseAbs().maxCoeff());
+                const auto [pos, neg] = inertia(mu);
+                if (sign == MuSign::PositiveSemidefinite) {
+                    CHECK(neg == 0);
+                    CHECK(pos == rank);
+                } else if (sign == MuSign::NegativeSemidefinite) {
+                    CHECK(pos == 0);
+                    CHECK(neg == rank);
+                } else if (N <= D) {  // Sylvester's law of inertia: the signs of W
+                    CHECK(neg == N / 2);
+                    CHECK(pos == N - N / 2);
+                }
+            }
+            // Every diagonal entry of W is at least θ: W = diag(softplus(w) + θ).
+            const auto io = ssmdyn::input_output_matrices(U, w, 0.7);
+            for (Eigen::Index n = 0; n < std::min(N, D); ++n) {  // U(n, n) = 1 on the diagonal
+                const double W_nn = io.S_B(n, n) / U(n, n);
+                CHECK(test::rel_err(W_nn, std::log1p(std::exp(w(n))) + 0.7) < 1e-14);
+            }
+        }
+    }
+}
+
+TEST_CASE("parameterization: invalid inputs are rejected") {
+    const Eigen::MatrixXd U = Eigen::MatrixXd::Identity(3, 3);
+    CHECK_THROWS_AS(ssmdyn::input_output_matrices(U, Eigen::VectorXd(Eigen::VectorXd::Zero(2)), 0.7),
+                    std::invalid_argument);
+    CHECK_THROWS_AS(ssmdyn::input_output_matrices(U, Eigen::VectorXd(Eigen::VectorXd::Zero(3)), 0.0),
+                    std::invalid_argument);
+    Eigen::VectorXd w = Eigen::VectorXd::Zero(3);
+    w(1) = std::nan("");
+    CHECK(test::message_of([&] { ssmdyn::input_output_matrices(U, w, 0.7); }) == "w has a non-finite entry");
+}
+
+TEST_CASE("parameterization: with mu positive semi-definite token 1 never shrinks (1000 random layers)") {
+    // d|x_1|²/dt = 2 (x_1' μ x_1) Σ_d Δ_1^d (x_1^d)²: the sign of μ's quadratic form decides.
+    std::mt19937 rng(93);
+    int grew = 0, shrank = 0;
+    for (int i = 0; i < 1000; ++i) {
+        const Eigen::Index D = 1 + i % 5, N = 1 + (i / 5) % 6, L = 1 + i % 4;
+        const MuSign sign = i % 2 ? MuSign::PositiveSemidefinite : MuSign::NegativeSemidefinite;
+        auto p = test::random_params(rng, D, N);
+        const auto io = ssmdyn::input_output_matrices(
+            ssmdyn::unit_upper_triangular(Eigen::MatrixXd(test::random_tokens(rng, N, D))),
+            Eigen::VectorXd(test::random_tokens(rng, N, 1)), 0.7, sign);
+        p.S_B = io.S_B;
+        p.S_C = io.S_C;
+        const Eigen::VectorXd x0 = ssmdyn::to_state(test::random_tokens(rng, D, L));
+        ssmdyn::SimulateOptions<double> o;
+        o.record = ssmdyn::Record::None;
+        o.max_steps = 5000;
+        const auto r = ssmdyn::simulate(ssmdyn::SelectiveSystem<double>(p), x0, 0.5, o);
+        const double before = x0.head(D).norm(), after = r.x_final.head(D).norm();
+        CAPTURE(i, D, N, L, ssmdyn::to_string(sign), before, after, ssmdyn::to_string(r.status));
+        if (sign == MuSign::PositiveSemidefinite) {
+            CHECK(after >= before * (1 - 1e-7));
+            grew += after > before * (1 + 1e-7);
+        } else {
+            CHECK(after <= before * (1 + 1e-7));
+            shrank += after < before * (1 - 1e-7);
+        }
+    }
+    CHECK(grew > 400);  // and it really moves
+    CHECK(shrank > 400);
+}
