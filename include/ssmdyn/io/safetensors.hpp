@@ -11,8 +11,11 @@
 ///
 /// The reader treats the file as untrusted: every length and offset is checked against
 /// the bytes actually present before anything is read, and every problem is a
-/// std::invalid_argument naming the file, the tensor and what is wrong. Values convert
-/// to double exactly (F64, F32, F16, BF16; subnormals, infinities and NaN included).
+/// std::invalid_argument naming the file, the tensor and what is wrong. The header is
+/// parsed by nlohmann_json, made stricter than its DOM parser (see detail::HeaderBuilder):
+/// a duplicate key, nesting deeper than 64 levels, a byte-order mark, or anything but
+/// whitespace after the JSON value (a NUL byte included) is an error. Values convert to
+/// double exactly (F64, F32, F16, BF16; subnormals, infinities and NaN included).
 ///
 /// \code
 /// ssmdyn::SafetensorsFile file("model.safetensors");
@@ -35,8 +38,8 @@
 #include <vector>
 
 #include <Eigen/Core>
+#include <nlohmann/json.hpp>
 
-#include "../detail/json.hpp"
 #include "../core/state.hpp"
 
 namespace ssmdyn {
@@ -244,6 +247,232 @@ inline std::string shape_string(const std::vector<std::int64_t>& shape) {
     return s;
 }
 
+/// s as a JSON string literal (quotes included) for messages; bytes that are not valid
+/// UTF-8 show as U+FFFD instead of making nlohmann throw.
+inline std::string json_quoted(const std::string& s) {
+    return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+/// Whether s is well-formed UTF-8: the check nlohmann's serialiser makes before it
+/// writes a string (it throws type_error 316 otherwise).
+inline bool is_valid_utf8(const std::string& s) {
+    try {
+        (void)nlohmann::json(s).dump();
+        return true;
+    } catch (const nlohmann::json::type_error&) {
+        return false;
+    }
+}
+
+/// text for a message: bytes outside printable ASCII as \xNN, and of a text longer than
+/// `keep` bytes only its last `keep` (where a parser stopped), after "...".
+inline std::string printable(const std::string& text, std::size_t keep = std::string::npos) {
+    static const char* const hex = "0123456789ABCDEF";
+    const std::size_t from = text.size() > keep ? text.size() - keep : 0;
+    std::string out = from > 0 ? "..." : "";
+    for (std::size_t i = from; i < text.size(); ++i) {
+        const auto c = static_cast<unsigned char>(text[i]);
+        if (c >= 0x20 && c < 0x7F) {
+            out += static_cast<char>(c);
+        } else {
+            out += "\\x";
+            out += hex[c >> 4];
+            out += hex[c & 0xF];
+        }
+    }
+    return out;
+}
+
+/// "a number", "an array", "null", ...: a JSON value's kind, for messages.
+inline std::string described(const nlohmann::json& v) {
+    switch (v.type()) {
+        case nlohmann::json::value_t::null: return "null";
+        case nlohmann::json::value_t::array: return "an array";
+        case nlohmann::json::value_t::object: return "an object";
+        default: return std::string("a ") + v.type_name();
+    }
+}
+
+/// Builds the header document from nlohmann_json's SAX events (nlohmann::json::sax_parse),
+/// refusing what nlohmann's own DOM parser lets through:
+/// - a duplicate key (nlohmann::json::parse keeps the last value silently);
+/// - nesting deeper than max_depth, so that the size of the document's tree, and any later
+///   walk over it, does not depend on how deep untrusted input nests.
+/// It also keeps two things the document loses: the order of the top-level keys (the
+/// order of the tensors) and, for messages, the literal of a number in a shape or
+/// data_offsets that nlohmann stores as a double ("3e0", or "99999999999999999999", too
+/// large for 64 bits).
+///
+/// After sax_parse returns false, problem() says why; has_offset() tells whether
+/// nlohmann found the problem (then offset() is the byte it reports, 0-based) or the
+/// builder did (a duplicate key or too deep nesting: no offset, the message says where).
+class HeaderBuilder final : public nlohmann::json_sax<nlohmann::json> {
+public:
+    using json = nlohmann::json;
+
+    /// Deepest nesting of arrays and objects accepted (a safetensors header needs 3).
+    static constexpr std::size_t max_depth = 64;
+
+    bool null() override { return add(json(nullptr)); }
+    bool boolean(bool v) override { return add(json(v)); }
+    bool number_integer(number_integer_t v) override { return add(json(v)); }
+    bool number_unsigned(number_unsigned_t v) override { return add(json(v)); }
+    bool number_float(number_float_t v, const string_t& literal) override {
+        add(json(v));
+        // The reader stops at the first bad number of a shape or data_offsets, so only that
+        // literal can be needed: memory stays bounded by the number of tensors.
+        if (m_stack.size() == 3 && m_stack[0].container->is_object() && m_stack[1].container->is_object() &&
+            (m_stack[1].key == "shape" || m_stack[1].key == "data_offsets") && !m_stack[2].literal_kept) {
+            m_stack[2].literal_kept = true;
+            m_literals.emplace(pointer(3), literal);
+        }
+        return true;
+    }
+    bool string(string_t& v) override { return add(json(std::move(v))); }
+    bool binary(binary_t&) override {
+        m_problem = "binary value (impossible in JSON text)";
+        return false;
+    }
+
+    bool start_object(std::size_t) override { return open(json::object()); }
+    bool key(string_t& k) override {
+        Level& top = m_stack.back();
+        const auto [member, inserted] = top.container->get_ref<json::object_t&>().emplace(k, nullptr);
+        if (!inserted) {
+            m_problem = "duplicate object key " + json_quoted(k) + " " + location();
+            return false;
+        }
+        if (m_stack.size() == 1) m_top_level_keys.push_back(k);
+        top.slot = &member->second;
+        top.key = std::move(k);
+        return true;
+    }
+    bool end_object() override { return close(); }
+    bool start_array(std::size_t) override { return open(json::array()); }
+    bool end_array() override { return close(); }
+
+    bool parse_error(std::size_t position, const std::string& last_token, const json::exception& e) override {
+        // position counts the bytes read, the offending one included (the end of the
+        // input counts as one byte); a number too large for a double (406) is reported
+        // after it was read, so go back to its first digit.
+        m_offset = position > 0 ? position - 1 : 0;
+        if (e.id == 406 && position >= last_token.size()) m_offset = position - last_token.size();
+        m_has_offset = true;
+        m_problem = message(e.what(), last_token);
+        return false;
+    }
+
+    /// The document (valid after sax_parse returned true).
+    const json& root() const { return m_root; }
+    /// The keys of the top-level object, in document order.
+    const std::vector<std::string>& top_level_keys() const { return m_top_level_keys; }
+    /// The literal of the first number held as a double in each shape and data_offsets,
+    /// by its JSON pointer (e.g. "/w/shape/1").
+    const std::map<std::string, std::string>& literals() const { return m_literals; }
+    /// Whether a complete JSON value was read (so a later problem is trailing content).
+    bool complete() const { return m_complete; }
+    /// Why parsing stopped.
+    const std::string& problem() const { return m_problem; }
+    /// Whether offset() locates problem().
+    bool has_offset() const { return m_has_offset; }
+    /// 0-based byte offset of problem() in the text, as nlohmann reports it.
+    std::size_t offset() const { return m_offset; }
+
+    /// The JSON pointer of a number in shape or data_offsets, as literals() keys it.
+    static std::string pointer_to(const std::string& tensor, const char* field, std::size_t index) {
+        return (json::json_pointer() / tensor / field / index).to_string();
+    }
+
+private:
+    struct Level {
+        json* container;            // an object or array being filled
+        json* slot = nullptr;       // in an object: the value of the member being read
+        std::string key;            // in an object: that member's key
+        bool literal_kept = false;  // an array: the literal of one of its numbers is kept
+    };
+
+    // Puts a complete value where the document expects the next one.
+    json* place(json v) {
+        if (m_stack.empty()) {
+            m_root = std::move(v);
+            return &m_root;
+        }
+        Level& top = m_stack.back();
+        if (top.container->is_array()) {
+            top.container->push_back(std::move(v));
+            return &top.container->back();
+        }
+        *top.slot = std::move(v);
+        return top.slot;
+    }
+
+    bool add(json v) {
+        place(std::move(v));
+        if (m_stack.empty()) m_complete = true;
+        return true;
+    }
+
+    bool open(json empty) {
+        if (m_stack.size() >= max_depth) {
+            m_problem = "arrays and objects nested deeper than " + std::to_string(max_depth) + " levels";
+            return false;
+        }
+        m_stack.push_back(Level{place(std::move(empty)), nullptr, {}, false});
+        return true;
+    }
+
+    bool close() {
+        m_stack.pop_back();
+        if (m_stack.empty()) m_complete = true;
+        return true;
+    }
+
+    // The JSON pointer of the value being read at the given depth of the stack.
+    std::string pointer(std::size_t depth) const {
+        json::json_pointer p;
+        for (std::size_t i = 0; i < depth; ++i) {
+            const Level& level = m_stack[i];
+            if (level.container->is_array()) p /= level.container->size() - 1;
+            else p /= level.key;
+        }
+        return p.to_string();
+    }
+
+    // Where the object at the top of the stack is, in the words of a safetensors header.
+    std::string location() const {
+        if (m_stack.size() == 1) return "in the top-level object";
+        if (m_stack.size() == 2 && m_stack[0].container->is_object())
+            return m_stack[0].key == "__metadata__" ? "in \"__metadata__\""
+                                                    : "in the entry of tensor " + json_quoted(m_stack[0].key);
+        return "in the object at " + json_quoted(pointer(m_stack.size() - 1));
+    }
+
+    // nlohmann's message without its "[json.exception.parse_error.101] parse error at line
+    // 1, column 6: " prefix (the caller names the byte), its quote of the input shortened
+    // (a token can be a 100 MB string) and printable.
+    static std::string message(std::string what, const std::string& last_token) {
+        const std::size_t tag = what.find("] ");
+        if (what.rfind("[json.exception.", 0) == 0 && tag != std::string::npos) what.erase(0, tag + 2);
+        if (what.rfind("parse error", 0) == 0) {
+            const std::size_t colon = what.find(": ");
+            if (colon != std::string::npos) what.erase(0, colon + 2);
+        }
+        const std::string quote = "'" + last_token + "'";
+        const std::size_t at = last_token.empty() ? std::string::npos : what.find(quote);
+        if (at != std::string::npos) what.replace(at, quote.size(), "'" + printable(last_token, 40) + "'");
+        return printable(what);
+    }
+
+    json m_root;
+    std::vector<Level> m_stack;
+    std::vector<std::string> m_top_level_keys;
+    std::map<std::string, std::string> m_literals;
+    bool m_complete = false;
+    std::string m_problem;
+    bool m_has_offset = false;
+    std::size_t m_offset = 0;
+};
+
 }  // namespace detail
 
 /// The value of an IEEE half-precision (F16) bit pattern, exactly.
@@ -322,7 +551,7 @@ public:
     /// Dtype, shape and byte range of a tensor; std::invalid_argument if there is none.
     const TensorInfo& info(const std::string& name) const {
         const auto it = m_tensors.find(name);
-        if (it == m_tensors.end()) fail("has no tensor named " + detail::json_quote(name));
+        if (it == m_tensors.end()) fail("has no tensor named " + detail::json_quoted(name));
         return it->second;
     }
 
@@ -375,7 +604,12 @@ private:
         throw std::invalid_argument("safetensors file '" + m_path + "' " + what);
     }
     [[noreturn]] void fail_tensor(const std::string& name, const std::string& what) const {
-        fail("tensor " + detail::json_quote(name) + " " + what);
+        fail("tensor " + detail::json_quoted(name) + " " + what);
+    }
+
+    [[noreturn]] void fail_json(const std::string& problem, std::size_t offset) const {
+        fail("has a header that is not valid JSON: " + problem + " at byte " + std::to_string(offset) +
+             " of the header");
     }
 
     void parse() {
@@ -393,84 +627,120 @@ private:
         m_data_begin = 8 + header_size;
         const std::size_t data_size = size - m_data_begin;
 
-        detail::JsonValue header;
-        try {
-            header = detail::JsonParser(reinterpret_cast<const char*>(m_bytes.data() + 8), header_size).parse();
-        } catch (const detail::JsonError& e) {
-            fail(std::string("has a header that is not valid JSON: ") + e.what() + " of the header");
-        }
-        if (!header.is_object())
-            fail(std::string("has a header that is a JSON ") + header.kind_name() + ", not an object");
+        const char* text = reinterpret_cast<const char*>(m_bytes.data() + 8);
+        if (header_size == 0) fail("has an empty header (0 bytes), where a JSON object should be");
+        // nlohmann skips a byte-order mark; strict JSON (and the reference reader) does not.
+        if (header_size >= 3 && std::memcmp(text, "\xEF\xBB\xBF", 3) == 0)
+            fail_json("unexpected byte-order mark (EF BB BF)", 0);
+        // nlohmann's lexer takes a NUL byte for the end of the input, so that "{}\0junk"
+        // would pass: parse up to the first NUL, which is never valid in JSON text.
+        const void* nul = std::memchr(text, 0, header_size);
+        const std::size_t end = nul ? static_cast<std::size_t>(static_cast<const char*>(nul) - text) : header_size;
 
-        for (const auto& [name, entry] : header.as_object()) {
+        detail::HeaderBuilder builder;
+        bool parsed = false;
+        try {
+            parsed = nlohmann::json::sax_parse(text, text + end, &builder, nlohmann::json::input_format_t::json,
+                                               /*strict=*/true, /*ignore_comments=*/false);
+        } catch (const nlohmann::json::exception& e) {  // not expected: errors come as parse_error events
+            fail(std::string("has a header that could not be parsed: ") + detail::printable(e.what(), 200));
+        }
+        if (!parsed) {
+            if (!builder.has_offset()) fail("has a header that is not valid JSON: " + builder.problem());
+            if (builder.offset() >= end && end < header_size)
+                fail_json("unexpected byte 0x00 (NUL)", end);  // the input ended early, at the NUL
+            if (builder.complete())
+                fail_json("unexpected content after the JSON value (" + builder.problem() + ")", builder.offset());
+            fail_json(builder.problem(), builder.offset());
+        }
+        if (end < header_size) fail_json("unexpected byte 0x00 (NUL) after the JSON value", end);
+
+        const nlohmann::json& header = builder.root();
+        if (!header.is_object())
+            fail(std::string("has a header that is a JSON ") + header.type_name() + ", not an object");
+        for (const std::string& name : builder.top_level_keys()) {
+            const nlohmann::json& entry = header.at(name);
             if (name == "__metadata__") {
                 read_metadata(entry);
                 continue;
             }
-            m_tensors.emplace(name, read_entry(name, entry, data_size));
+            m_tensors.emplace(name, read_entry(name, entry, data_size, builder.literals()));
             m_names.push_back(name);
         }
     }
 
-    void read_metadata(const detail::JsonValue& entry) {
+    void read_metadata(const nlohmann::json& entry) {
         if (!entry.is_object())
-            fail(std::string("has a \"__metadata__\" that is ") + entry.described() +
-                 ", not an object of strings");
-        for (const auto& [key, value] : entry.as_object()) {
+            fail("has a \"__metadata__\" that is " + detail::described(entry) + ", not an object of strings");
+        for (const auto& [key, value] : entry.items()) {
             if (!value.is_string())
-                fail("has a \"__metadata__\" entry " + detail::json_quote(key) + " that is " + value.described() +
-                     ", not a string");
-            m_metadata.emplace(key, value.as_string());
+                fail("has a \"__metadata__\" entry " + detail::json_quoted(key) + " that is " +
+                     detail::described(value) + ", not a string");
+            m_metadata.emplace(key, value.get<std::string>());
         }
     }
 
-    // A JSON integer in [0, 2^63), else a message naming `what`.
-    std::uint64_t non_negative(const std::string& name, const std::string& what,
-                               const detail::JsonValue& v) const {
-        if (!v.is_number()) fail_tensor(name, what + " is " + v.described() + ", not a non-negative integer");
-        if (!v.is_integer() || v.as_integer() < 0)
-            fail_tensor(name, what + " = " + v.number_text() + " is not a non-negative integer (below 2^63)");
-        return static_cast<std::uint64_t>(v.as_integer());
+    // A JSON integer in [0, 2^63), else a message naming `what` and quoting the number as
+    // written (`literals`: see detail::HeaderBuilder::literals).
+    std::uint64_t non_negative(const std::string& name, const std::string& what, const nlohmann::json& v,
+                               const std::string& pointer,
+                               const std::map<std::string, std::string>& literals) const {
+        if (!v.is_number()) fail_tensor(name, what + " is " + detail::described(v) + ", not a non-negative integer");
+        constexpr std::uint64_t limit = std::uint64_t(1) << 63;
+        if (v.is_number_unsigned() && v.get<std::uint64_t>() < limit) return v.get<std::uint64_t>();
+        if (v.is_number_integer() && !v.is_number_unsigned() && v.get<std::int64_t>() >= 0)  // "-0"
+            return static_cast<std::uint64_t>(v.get<std::int64_t>());
+        std::string literal = v.dump();
+        if (v.is_number_float()) {
+            const auto it = literals.find(pointer);
+            if (it != literals.end()) literal = detail::printable(it->second, 40);
+        }
+        fail_tensor(name, what + " = " + literal + " is not a non-negative integer (below 2^63)");
     }
 
-    TensorInfo read_entry(const std::string& name, const detail::JsonValue& entry, std::size_t data_size) const {
+    TensorInfo read_entry(const std::string& name, const nlohmann::json& entry, std::size_t data_size,
+                          const std::map<std::string, std::string>& literals) const {
+        using Kind = nlohmann::json::value_t;
         if (!entry.is_object())
-            fail_tensor(name, std::string("entry is ") + entry.described() +
+            fail_tensor(name, "entry is " + detail::described(entry) +
                                   ", not an object with dtype, shape and data_offsets");
-        auto field = [&](const char* key, bool (detail::JsonValue::*is_kind)() const,
-                         const char* expected) -> const detail::JsonValue& {
-            const detail::JsonValue* v = entry.find(key);
-            if (!v) fail_tensor(name, std::string("has no \"") + key + "\"");
-            if (!(v->*is_kind)())
-                fail_tensor(name, std::string("\"") + key + "\" is " + v->described() + ", expected " + expected);
-            return *v;
+        auto field = [&](const char* key, Kind kind, const char* expected) -> const nlohmann::json& {
+            const auto it = entry.find(key);
+            if (it == entry.end()) fail_tensor(name, std::string("has no \"") + key + "\"");
+            if (it->type() != kind)
+                fail_tensor(name, std::string("\"") + key + "\" is " + detail::described(*it) + ", expected " +
+                                      expected);
+            return *it;
         };
-        const detail::JsonValue& dtype = field("dtype", &detail::JsonValue::is_string, "a string such as \"F32\"");
-        const detail::JsonValue& shape = field("shape", &detail::JsonValue::is_array, "an array of integers");
-        const detail::JsonValue& offsets =
-            field("data_offsets", &detail::JsonValue::is_array, "an array [begin, end]");
+        const nlohmann::json& dtype = field("dtype", Kind::string, "a string such as \"F32\"");
+        const nlohmann::json& shape = field("shape", Kind::array, "an array of integers");
+        const nlohmann::json& offsets = field("data_offsets", Kind::array, "an array [begin, end]");
 
         TensorInfo t;
-        if (!detail::parse_dtype(dtype.as_string(), t.dtype))
-            fail_tensor(name, "has unknown dtype " + detail::json_quote(dtype.as_string()) + "; supported: " +
+        const auto& dtype_text = dtype.get_ref<const std::string&>();
+        if (!detail::parse_dtype(dtype_text, t.dtype))
+            fail_tensor(name, "has unknown dtype " + detail::json_quoted(dtype_text) + "; supported: " +
                                   detail::supported_dtypes());
 
-        const auto& dims = shape.as_array();
-        for (std::size_t i = 0; i < dims.size(); ++i)
-            t.shape.push_back(static_cast<std::int64_t>(
-                non_negative(name, "shape[" + std::to_string(i) + "]", dims[i])));
+        using detail::HeaderBuilder;
+        for (std::size_t i = 0; i < shape.size(); ++i)
+            t.shape.push_back(static_cast<std::int64_t>(non_negative(
+                name, "shape[" + std::to_string(i) + "]", shape[i], HeaderBuilder::pointer_to(name, "shape", i),
+                literals)));
         const std::uint64_t element_size = dtype_size(t.dtype);
         std::uint64_t count = 0;
         if (!detail::element_count(t.shape, element_size, count))
             fail_tensor(name, "has shape " + detail::shape_string(t.shape) +
                                   " whose size in bytes overflows a 64-bit integer");
 
-        const auto& range = offsets.as_array();
-        if (range.size() != 2)
-            fail_tensor(name, "\"data_offsets\" has " + std::to_string(range.size()) +
+        if (offsets.size() != 2)
+            fail_tensor(name, "\"data_offsets\" has " + std::to_string(offsets.size()) +
                                   " entries, expected two: [begin, end]");
-        const std::uint64_t begin = non_negative(name, "data_offsets[0]", range[0]);
-        const std::uint64_t end = non_negative(name, "data_offsets[1]", range[1]);
+        const std::size_t first = 0, second = 1;
+        const std::uint64_t begin = non_negative(name, "data_offsets[0]", offsets[first],
+                                                 HeaderBuilder::pointer_to(name, "data_offsets", first), literals);
+        const std::uint64_t end = non_negative(name, "data_offsets[1]", offsets[second],
+                                               HeaderBuilder::pointer_to(name, "data_offsets", second), literals);
         if (begin > end)
             fail_tensor(name, "has data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
                                   "] with begin > end");
@@ -541,22 +811,24 @@ inline void write_safetensors(const std::string& path, const std::vector<NamedTe
     auto fail = [&](const std::string& what) {
         throw std::invalid_argument("write_safetensors('" + path + "'): " + what);
     };
-    std::string header = "{";
+    using Json = nlohmann::ordered_json;
+    Json document = Json::object();
+    // Members are appended to the ordered map's vector directly: its operator[] searches
+    // linearly, and the names are known to be unique (`seen` below).
+    auto& members = document.get_ref<Json::object_t&>();
     if (!metadata.empty()) {
-        header += "\"__metadata__\":{";
-        bool first = true;
+        Json meta = Json::object();
         for (const auto& [key, value] : metadata) {
             if (!detail::is_valid_utf8(key) || !detail::is_valid_utf8(value))
-                fail("metadata entry " + detail::json_quote(key) + " is not valid UTF-8");
-            header += (first ? "" : ",") + detail::json_quote(key) + ":" + detail::json_quote(value);
-            first = false;
+                fail("metadata entry " + detail::json_quoted(key) + " is not valid UTF-8");
+            meta.get_ref<Json::object_t&>().emplace_back(key, value);
         }
-        header += "}";
+        members.emplace_back("__metadata__", std::move(meta));
     }
     std::vector<unsigned char> data;
     std::set<std::string> seen;
     for (const NamedTensor& t : tensors) {
-        const std::string quoted = detail::json_quote(t.name);
+        const std::string quoted = detail::json_quoted(t.name);
         if (!detail::is_valid_utf8(t.name)) fail("tensor name " + quoted + " is not valid UTF-8");
         if (t.name == "__metadata__") fail("\"__metadata__\" is reserved and cannot name a tensor");
         if (!seen.insert(t.name).second) fail("tensor " + quoted + " appears twice");
@@ -572,16 +844,21 @@ inline void write_safetensors(const std::string& path, const std::vector<NamedTe
         if (count != t.values.size())
             fail("tensor " + quoted + " has " + std::to_string(t.values.size()) + " values but shape " +
                  detail::shape_string(t.shape) + " needs " + std::to_string(count));
-        const std::size_t begin = data.size();
+        const std::uint64_t begin = data.size();
         const std::size_t size = dtype_size(t.dtype);
         for (double v : t.values) detail::store_le(data, detail::encode_element(v, t.dtype), size);
-        std::string dims;
-        for (std::size_t i = 0; i < t.shape.size(); ++i) dims += (i ? "," : "") + std::to_string(t.shape[i]);
-        header += (header.size() > 1 ? "," : "") + quoted + ":{\"dtype\":\"" + dtype_name(t.dtype) +
-                  "\",\"shape\":[" + dims + "],\"data_offsets\":[" + std::to_string(begin) + "," +
-                  std::to_string(data.size()) + "]}";
+        Json entry = Json::object();
+        entry["dtype"] = dtype_name(t.dtype);
+        entry["shape"] = t.shape;
+        entry["data_offsets"] = Json::array({begin, std::uint64_t(data.size())});
+        members.emplace_back(t.name, std::move(entry));
     }
-    header += "}";
+    std::string header;
+    try {
+        header = document.dump();
+    } catch (const nlohmann::json::exception& e) {  // not expected: every string was checked above
+        fail(std::string("cannot write the header: ") + detail::printable(e.what(), 200));
+    }
     header.append((8 - header.size() % 8) % 8, ' ');
 
     std::vector<unsigned char> bytes;
