@@ -118,7 +118,7 @@ int main(int argc, char** argv) try {
     const Eigen::Index D = layer.d_inner;
 
     // The spectrum of the symmetric part of μ, as classify() reports it.
-    const Classification<double> c = classify(p, StateVector<double>(StateVector<double>::Ones(D)));
+    const Classification<double> c = classify(p, StateVector<double>::Ones(D));
     const VectorX<double>& eig = c.mu_sym_eigenvalues;
     const double tol = 64 * std::numeric_limits<double>::epsilon() * eig.cwiseAbs().maxCoeff();
     const long positive = (eig.array() > tol).count(), negative = (eig.array() < -tol).count();
@@ -141,7 +141,7 @@ int main(int argc, char** argv) try {
         const double n0 = X0.cwiseAbs().maxCoeff();
         runs.push_back("{\"ode_status\": \"" + std::string(to_string(ode.status)) + "\", \"ode_t_final\": " +
                        number(ode.t_final) + ", \"ode_observed_regime\": \"" +
-                       to_string(observed_regime(ode, x0, D)) + "\", \"ode_growth\": " +
+                       to_string(observed_regime(ode)) + "\", \"ode_growth\": " +
                        number(ode.x_final.cwiseAbs().maxCoeff() / n0) + ", \"deep_layers\": " +
                        std::to_string(deep.layers_completed) + ", \"deep_finite\": " +
                        (deep.finite ? "true" : "false") + ", \"deep_growth\": " +

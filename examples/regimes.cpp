@@ -12,10 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <ssmdyn/io.hpp>
 #include <ssmdyn/ssmdyn.hpp>
-
-#include "../tools/csv.hpp"
-#include "../tools/demo.hpp"
 
 namespace {
 
@@ -52,28 +50,30 @@ int main(int argc, char** argv) {
     const std::filesystem::path dir = argc > 1 ? argv[1] : "regimes-out";
     std::filesystem::create_directories(dir);
     std::vector<Row> rows;
-    std::vector<cli::Scenario> scenarios = cli::demo_scenarios();
+    const std::vector<Scenario> scenarios = paper_scenarios();
     double t_blowup = 0;
 
-    for (cli::Scenario& sc : scenarios) {
-        const auto params = S6Params<double>::one_dimensional(sc.mu, sc.s, sc.a, sc.b);
+    for (const Scenario& sc : scenarios) {
+        const auto params = S6Params<double>::one_dimensional(sc.system);
         const StateVector<double> x0 = Eigen::Map<const StateVector<double>>(
             sc.tokens.data(), static_cast<Eigen::Index>(sc.tokens.size()));
         const Classification<double> predicted = classify(params, x0);
         const bool blows_up = predicted.regime == Regime::FastDivergence;
-        sc.t_end = blows_up ? 10.0 : predicted.regime == Regime::Convergence ? 1e6 : 1e8;
-        SimulateOptions<double> options = log_spaced(sc.t_end);
+        const double t_end = blows_up ? 10.0 : predicted.regime == Regime::Convergence ? 1e6 : 1e8;
+        SimulateOptions<double> options = log_spaced(t_end);
         if (blows_up) options.record = Record::Steps;  // dense where the growth is
 
-        const SimulateResult<double> r = simulate(SelectiveSystem<double>(params), x0, sc.t_end, options);
-        const Observation<double> seen = observe(r, x0, 1);
-        std::ofstream csv(dir / (std::string(sc.name) + ".csv"));
-        cli::write_csv(csv, r, 1);
+        const SimulateResult<double> r = simulate(SelectiveSystem<double>(params), x0, t_end, options);
+        const Observation<double> seen = observe(r);
+        const std::string csv_path = (dir / (std::string(sc.name) + ".csv")).string();
+        std::ofstream csv = open_for_writing(csv_path, "regimes");
+        write_trajectory_csv(csv, r);
+        close_checked(csv, csv_path);
 
         Row row{std::string(sc.name) + (seen.regime == predicted.regime ? "" : " (MISMATCH)"), "", ""};
         if (predicted.regime == Regime::Convergence) {
             row.paper = "|x_l| = O(t^-1/2); sqrt(t)|x_1| -> " +
-                        fixed(1 / std::sqrt(2 * std::abs(sc.mu) * softplus(sc.b)), 4);
+                        fixed(1 / std::sqrt(2 * std::abs(sc.system.mu) * softplus(sc.system.b)), 4);
             row.measured = "p_l =";
             for (const auto& t : seen.tokens) row.measured += " " + fixed(t.time_power.slope, 4);
             row.measured += "; sqrt(t)|x_1| = " + fixed(seen.sqrt_t_first, 4) + " at t = 1e6";
@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
 
     std::vector<std::vector<std::string>> table = {{"regime", "the paper", "measured here"}};
     for (const Row& r : rows) table.push_back({r.regime, r.paper, r.measured});
-    cli::detail::print_table(std::cout, table);
+    print_table(std::cout, table);
 
     std::ofstream script(dir / "regimes.gp");
     script << "set terminal pngcairo enhanced size 1500,450 font ',11'\n"
@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
                             "slow divergence ({/Symbol m} > 0, s x_l(0) < 0): |x_l| ≈ c_l ln t",
                             "fast divergence ({/Symbol m} > 0, s x_1(0) > 0): blow-up at T*"};
     for (std::size_t i = 0; i < scenarios.size(); ++i) {
-        const cli::Scenario& sc = scenarios[i];
+        const Scenario& sc = scenarios[i];
         // Axes on which each law is a straight line: log-log, log-t, log-|x|.
         script << "set title \"" << titles[i] << "\"\nunset logscale\nunset arrow\nset format x '%g'\n"
                << (i == 0 ? "set logscale xy\n" : i == 1 ? "set logscale x\n" : "set logscale y\n")
@@ -120,8 +120,7 @@ int main(int argc, char** argv) {
     }
     script << "unset multiplot\n";
     script.close();
-    if (std::system("command -v gnuplot > /dev/null 2>&1") == 0 &&
-        std::system(("cd " + cli::detail::shell_quote(dir.string()) + " && gnuplot regimes.gp").c_str()) == 0)
+    if (run_gnuplot(dir / "regimes.gp"))
         std::cout << "\nfigure: " << (dir / "regimes.png").string() << '\n';
     else
         std::cout << "\ngnuplot not available: CSV and " << (dir / "regimes.gp").string() << " written\n";

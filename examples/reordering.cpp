@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -33,14 +34,14 @@ std::vector<double> growth_constants(const S6Params<double>& p, const StateVecto
     for (int k = 0; k <= 40; ++k) o.output_times.push_back(std::pow(10.0, 6 + k / 20.0));
     const auto r = simulate(SelectiveSystem<double>(p), x0, 1e8, o);
     std::vector<double> c;
-    for (const auto& t : observe(r, x0, 1, 0.0).tokens) c.push_back(t.log_linear.slope);
+    for (const auto& t : observe(r, 0.0).tokens) c.push_back(t.log_linear.slope);
     return c;
 }
 
 void reorder_one_dimensional() {
     // μ > 0 and s·x_l < 0 for every token: slow divergence. With k = 1 the score of a 1-D
     // token is s·x_l + b, larger for the tokens with the larger step size Δ.
-    const auto p = S6Params<double>::one_dimensional(1.0, 1.0, 1.0, 0.0);
+    const auto p = S6Params<double>::one_dimensional({1.0, 1.0, 1.0, 0.0});
     const VectorX<double> k = VectorX<double>::Ones(1);
     StateVector<double> x0(6);
     x0 << -0.4, -2.0, -0.9, -0.1, -1.5, -0.6;
@@ -89,7 +90,7 @@ void sweep_parameterizations(int draws) {
             return MatrixX<double>(MatrixX<double>::NullaryExpr(r, c, [&] { return scale * g(rng); }));
         };
         std::array<int, 3> first{};  // token 1 shrank, grew, did not move
-        std::array<int, 5> regimes{};
+        std::map<Regime, int> regimes;  // observed regime -> count
         for (int i = 0; i < draws; ++i) {
             const auto io = input_output_matrices(unit_upper_triangular(gauss(N, D, 1.0)),
                                                   VectorX<double>(gauss(N, 1, 1.0)), 0.7, sign);
@@ -102,10 +103,11 @@ void sweep_parameterizations(int draws) {
             const auto r = simulate(SelectiveSystem<double>(p), x0, 5.0, o);
             const double n0 = x0.head(D).norm(), n1 = r.x_final.head(D).norm();
             first[n1 < n0 * (1 - 1e-7) ? 0 : n1 > n0 * (1 + 1e-7) ? 1 : 2]++;
-            regimes[static_cast<std::size_t>(observed_regime(r, x0, D))]++;
+            regimes[observed_regime(r)]++;
         }
         std::printf("   %-22s  %9d  %9d  %9d  %12d  %14d  %14d  %12d\n", to_string(sign), first[0], first[1],
-                    first[2], regimes[0], regimes[1], regimes[2], regimes[4]);
+                    first[2], regimes[Regime::Convergence], regimes[Regime::SlowDivergence],
+                    regimes[Regime::FastDivergence], regimes[Regime::Undetermined]);
     }
 }
 

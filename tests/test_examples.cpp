@@ -3,7 +3,9 @@
 
 #include <sys/wait.h>
 
+#include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <filesystem>
 #include <sstream>
 #include <string>
@@ -93,4 +95,31 @@ TEST_CASE("examples: regimes sees the predicted regime in every scenario") {
     CHECK(out.out.find("MISMATCH") == std::string::npos);
     for (const char* name : {"convergence", "slow_divergence", "fast_divergence"})
         CHECK(std::filesystem::exists(std::filesystem::path(dir) / (std::string(name) + ".csv")));
+}
+
+TEST_CASE("examples: the 40-line research program prints fitted rates for a run that blows up, and a CSV") {
+    const test::TempPath csv(".csv");
+    const Run out = run(std::string(SSMDYN_RESEARCH_EXE) + " " + csv.path());
+    CAPTURE(out.out);
+    REQUIRE(out.exit_code == 0);
+    CHECK(out.out.find("predicted: ") == 0);
+    CHECK(out.out.find("blow_up at t = ") != std::string::npos);
+    int rates = 0;
+    std::istringstream lines(out.out);
+    for (std::string line; std::getline(lines, line);)
+        if (line.rfind("token ", 0) == 0) {
+            ++rates;
+            CAPTURE(line);
+            CHECK(line.find("nan") == std::string::npos);
+            double p = 0;
+            CHECK(std::sscanf(line.c_str(), "token %*d: |x| ~ t^%lf", &p) == 1);
+            CHECK(std::isfinite(p));
+        }
+    CHECK(rates == 6);  // one fitted exponent per token
+    CHECK(out.out.find("reordered: ") != std::string::npos);
+    std::ifstream file(csv.path());
+    std::string header;
+    REQUIRE(std::getline(file, header));
+    CHECK(header.rfind("t,x1_1,x1_2,x1_3,x1_4,x2_1", 0) == 0);
+    CHECK(header.find("x6_4") != std::string::npos);
 }

@@ -149,7 +149,7 @@ inline S6Params<double> one_dimensional_model(const Json& model) {
     // Checked here because the library would name A(0,0) = -a, which the user never wrote.
     if (!(a > 0))
         throw std::invalid_argument("model.a = " + Json(a).dump() + " must be > 0 (A = -a)");
-    return S6Params<double>::one_dimensional(mu, s, a, b);
+    return S6Params<double>::one_dimensional({mu, s, a, b});
 }
 
 /// The tokens as a flat state; each token is an array of D numbers, or a number when D = 1.

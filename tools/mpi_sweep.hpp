@@ -10,6 +10,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstdio>
+#include <cstring>
+#include <stdexcept>
+#include <string>
 #include <exception>
 #include <limits>
 #include <vector>
@@ -60,58 +63,65 @@ private:
     int m_rank = 0, m_size = 1;
 };
 
+/// A cell as it travels between ranks: numbers as doubles, regimes by name (to_string /
+/// parse_regime), never by an enum's ordinal.
+struct PackedCell {
+    double mu, s, t_blowup;  // t_blowup: NaN when the run did not blow up
+    char predicted[24], observed[24];
+};
+
+inline PackedCell pack(const PhaseCell& c) {
+    PackedCell p{c.mu, c.s, c.t_blowup ? *c.t_blowup : std::numeric_limits<double>::quiet_NaN(), {}, {}};
+    std::snprintf(p.predicted, sizeof p.predicted, "%s", to_string(c.predicted));
+    std::snprintf(p.observed, sizeof p.observed, "%s", to_string(c.observed));
+    return p;
+}
+
+inline PhaseCell unpack(const PackedCell& p) {
+    PhaseCell c;
+    c.mu = p.mu;
+    c.s = p.s;
+    c.predicted = parse_regime(std::string(p.predicted, strnlen(p.predicted, sizeof p.predicted)));
+    c.observed = parse_regime(std::string(p.observed, strnlen(p.observed, sizeof p.observed)));
+    if (!std::isnan(p.t_blowup)) c.t_blowup = p.t_blowup;
+    return c;
+}
+
 /// phase_diagram over the ranks of `mpi`; the full grid on rank 0, nothing elsewhere.
-inline std::vector<PhaseCell> mpi_phase_diagram(const MpiSession& mpi, const std::vector<double>& mu,
-                                                const std::vector<double>& s, const VectorX<double>& tokens,
-                                                double a, double b, double t_end, const SimulateOptions<double>& options,
-                                                int threads, const ProgressCallback& progress) {
-    const std::size_t total = mu.size() * s.size(), ranks = static_cast<std::size_t>(mpi.size()),
+inline std::vector<PhaseCell> mpi_phase_diagram(const MpiSession& mpi, const PhaseGrid& grid,
+                                                const VectorX<double>& tokens, double t_end,
+                                                const SimulateOptions<double>& options, int threads,
+                                                const ProgressCallback& progress) {
+    if (grid.mu.empty() || grid.s.empty()) throw std::invalid_argument("the mu and s grids must not be empty");
+    const std::size_t total = grid.size(), ranks = static_cast<std::size_t>(mpi.size()),
                       rank = static_cast<std::size_t>(mpi.rank());
     std::vector<std::size_t> mine;
     for (std::size_t k = rank; k < total; k += ranks) mine.push_back(k);
 
-    // Each cell travels as 5 doubles: mu, s, predicted, observed, t_blowup (NaN: none).
-    constexpr int fields = 5;
-    std::vector<double> packed(mine.size() * fields);
+    std::vector<PackedCell> packed(mine.size());
     try {
         parallel_for(
-            mine.size(),
-            [&](std::size_t i) {
-                const std::size_t k = mine[i];
-                const PhaseCell c = phase_cell(mu[k / s.size()], s[k % s.size()], tokens, a, b, t_end, options);
-                double* out = &packed[i * fields];
-                out[0] = c.mu;
-                out[1] = c.s;
-                out[2] = static_cast<double>(c.predicted);
-                out[3] = static_cast<double>(c.observed);
-                out[4] = c.t_blowup ? *c.t_blowup : std::numeric_limits<double>::quiet_NaN();
-            },
+            mine.size(), [&](std::size_t i) { packed[i] = pack(phase_cell(grid.cell(mine[i]), tokens, t_end, options)); },
             threads, rank == 0 ? progress : ProgressCallback{});
     } catch (const std::exception& e) {
         mpi.abort(e.what());
     }
 
+    constexpr int bytes = static_cast<int>(sizeof(PackedCell));
     std::vector<int> counts(ranks), displacements(ranks);
     for (std::size_t r = 0; r < ranks; ++r) {
-        counts[r] = static_cast<int>(((total + ranks - 1 - r) / ranks) * fields);  // cells k ≡ r (mod ranks)
+        counts[r] = static_cast<int>((total + ranks - 1 - r) / ranks) * bytes;  // cells k ≡ r (mod ranks)
         displacements[r] = r == 0 ? 0 : displacements[r - 1] + counts[r - 1];
     }
-    std::vector<double> all(rank == 0 ? total * fields : 0);
-    MPI_Gatherv(packed.data(), static_cast<int>(packed.size()), MPI_DOUBLE, all.data(), counts.data(),
-                displacements.data(), MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    std::vector<PackedCell> all(rank == 0 ? total : 0);
+    MPI_Gatherv(packed.data(), static_cast<int>(packed.size()) * bytes, MPI_BYTE, all.data(), counts.data(),
+                displacements.data(), MPI_BYTE, 0, MPI_COMM_WORLD);
     if (rank != 0) return {};
 
     std::vector<PhaseCell> cells(total);
     for (std::size_t r = 0; r < ranks; ++r)
-        for (std::size_t i = 0, k = r; k < total; ++i, k += ranks) {
-            const double* in = &all[static_cast<std::size_t>(displacements[r]) + i * fields];
-            PhaseCell& c = cells[k];
-            c.mu = in[0];
-            c.s = in[1];
-            c.predicted = static_cast<Regime>(static_cast<int>(in[2]));
-            c.observed = static_cast<Regime>(static_cast<int>(in[3]));
-            if (!std::isnan(in[4])) c.t_blowup = in[4];
-        }
+        for (std::size_t i = 0, k = r; k < total; ++i, k += ranks)
+            cells[k] = unpack(all[static_cast<std::size_t>(displacements[r] / bytes) + i]);
     return cells;
 }
 

@@ -16,18 +16,19 @@
 
 #include <nlohmann/json.hpp>
 
-#include <ssmdyn/theory/classify.hpp>
 #include <ssmdyn/core/deep_model.hpp>
-#include <ssmdyn/theory/rates.hpp>
-#include <ssmdyn/integrate/simulate.hpp>
-#include <ssmdyn/theory/phase_diagram.hpp>
 #include <ssmdyn/core/system.hpp>
+#include <ssmdyn/integrate/simulate.hpp>
+#include <ssmdyn/io/csv.hpp>
+#include <ssmdyn/io/json.hpp>
+#include <ssmdyn/io/progress_bar.hpp>
+#include <ssmdyn/theory/classify.hpp>
+#include <ssmdyn/theory/phase_diagram.hpp>
+#include <ssmdyn/theory/rates.hpp>
 
 #include "arguments.hpp"
 #include "config.hpp"
-#include "csv.hpp"
 #include "demo.hpp"
-#include "progress.hpp"
 #ifdef SSMDYN_WITH_MPI
 #include "mpi_sweep.hpp"
 #endif
@@ -83,54 +84,6 @@ constexpr const char* usage = R"(usage:
   Exit status: 0 success (a blow-up included), 2 invalid input, 1 other failure.
 )";
 
-/// A matrix as a JSON array of its rows.
-template <typename Derived>
-nlohmann::ordered_json rows_json(const Eigen::MatrixBase<Derived>& m) {
-    nlohmann::ordered_json rows = nlohmann::ordered_json::array();
-    for (Eigen::Index i = 0; i < m.rows(); ++i) {
-        nlohmann::ordered_json row = nlohmann::ordered_json::array();
-        for (Eigen::Index j = 0; j < m.cols(); ++j) row.push_back(m(i, j));
-        rows.push_back(std::move(row));
-    }
-    return rows;
-}
-
-nlohmann::ordered_json result_json(const SimulateResult<double>& r, const Config& config,
-                                   double solve_seconds) {
-    const Eigen::Index dim = config.params.dim();
-    // Token l is column l of the D×L matrix, i.e. row l of its transpose.
-    const nlohmann::ordered_json tokens = rows_json(token_matrix(r.x_final, dim).transpose());
-    nlohmann::ordered_json out;
-    out["status"] = to_string(r.status);
-    out["t_final"] = r.t_final;
-    out["t_blowup"] = r.t_blowup ? nlohmann::ordered_json(*r.t_blowup) : nullptr;
-    out["tokens"] = std::move(tokens);
-    out["steps"] = r.steps;
-    out["rhs_evaluations"] = r.rhs_evaluations;
-    out["solve_seconds"] = solve_seconds;
-    out["observed_regime"] = to_string(observed_regime(r, config.tokens, dim));
-    return out;
-}
-
-nlohmann::ordered_json classification_json(const Classification<double>& c) {
-    nlohmann::ordered_json out;
-    out["regime"] = to_string(c.regime);
-    out["mu"] = rows_json(c.mu);
-    out["mu_sym_eigenvalues"] = std::vector<double>(
-        c.mu_sym_eigenvalues.data(), c.mu_sym_eigenvalues.data() + c.mu_sym_eigenvalues.size());
-    out["scenario"] = to_string(c.scenario);
-    out["theorem_applies"] = c.theorem_applies;
-    out["reason"] = c.reason;
-    out["first_token_blowup_time"] = c.first_token_blowup_time
-                                         ? nlohmann::ordered_json(*c.first_token_blowup_time)
-                                         : nullptr;
-    nlohmann::ordered_json tokens = nlohmann::ordered_json::array();
-    for (const TokenPrediction& t : c.tokens)
-        tokens.push_back({{"index", t.index}, {"prediction", to_string(t.fate)}});
-    out["tokens"] = std::move(tokens);
-    return out;
-}
-
 int run_forward(const std::vector<std::string>& argv) {
     const Arguments args = parse_arguments(argv, {"--depth", "--step"}, "forward");
     if (args.positional.size() != 1)
@@ -144,11 +97,9 @@ int run_forward(const std::vector<std::string>& argv) {
     options.step = args.number("--step").value_or(1.0);
     if (!(options.step > 0)) throw std::invalid_argument("--step: must be > 0, got " + *args.text("--step"));
     const Config config = load_config(args.positional.front());
-    const Eigen::Index dim = config.params.dim();
-    const auto X0 = token_matrix(config.tokens, dim);
-    const DeepModelResult<double> r = deep_forward(config.params, X0, options);
+    const DeepModelResult<double> r = deep_forward(config.params, config.tokens, options);
     nlohmann::ordered_json out;
-    out["tokens"] = rows_json(r.tokens.transpose());
+    out["tokens"] = json_rows(r.tokens.transpose());
     out["layers_completed"] = r.layers_completed;
     out["finite"] = r.finite;
     std::cout << out.dump() << '\n';
@@ -201,11 +152,13 @@ int run_sweep(const std::vector<std::string>& argv) {
         throw std::invalid_argument("sweep: unexpected argument '" + args.positional[0] + "'");
     for (const char* required : {"--mu", "--s", "--tokens", "--t-end"})
         if (!args.has(required)) throw std::invalid_argument(std::string(required) + ": required");
-    const std::vector<double> mu = parse_range("--mu", *args.text("--mu"));
-    const std::vector<double> s = parse_range("--s", *args.text("--s"));
+    PhaseGrid grid;
+    grid.mu = parse_range("--mu", *args.text("--mu"));
+    grid.s = parse_range("--s", *args.text("--s"));
     const StateVector<double> tokens = parse_tokens(*args.text("--tokens"));
-    const double a = args.number("--a").value_or(1.0), b = args.number("--bias").value_or(0.0);
-    if (!(a > 0)) throw std::invalid_argument("--a: must be > 0");
+    grid.fixed.a = args.number("--a").value_or(1.0);
+    grid.fixed.b = args.number("--bias").value_or(0.0);
+    if (!(grid.fixed.a > 0)) throw std::invalid_argument("--a: must be > 0");
     const double t_end = args.non_negative("--t-end", 0.0);
     const double threads = args.non_negative("--threads", 0.0);
     if (threads != std::floor(threads) || threads > 4096)
@@ -218,15 +171,15 @@ int run_sweep(const std::vector<std::string>& argv) {
     const MpiSession mpi;  // the grid split across ranks when launched by mpirun
     const auto start = std::chrono::steady_clock::now();
     const std::vector<PhaseCell> cells =
-        mpi.size() > 1 ? mpi_phase_diagram(mpi, mu, s, tokens, a, b, t_end, SimulateOptions<double>{},
-                                           static_cast<int>(threads), std::ref(bar))
-                       : phase_diagram(mu, s, tokens, a, b, t_end, SimulateOptions<double>{},
-                                       static_cast<int>(threads), std::ref(bar));
+        mpi.size() > 1
+            ? mpi_phase_diagram(mpi, grid, tokens, t_end, SimulateOptions<double>{}, static_cast<int>(threads),
+                                std::ref(bar))
+            : phase_diagram(grid, tokens, t_end, SimulateOptions<double>{}, static_cast<int>(threads), std::ref(bar));
     if (mpi.rank() != 0) return 0;  // rank 0 has the whole grid and writes the results
 #else
     const auto start = std::chrono::steady_clock::now();
     const std::vector<PhaseCell> cells =
-        phase_diagram(mu, s, tokens, a, b, t_end, SimulateOptions<double>{}, static_cast<int>(threads), std::ref(bar));
+        phase_diagram(grid, tokens, t_end, SimulateOptions<double>{}, static_cast<int>(threads), std::ref(bar));
 #endif
     const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
 
@@ -240,15 +193,8 @@ int run_sweep(const std::vector<std::string>& argv) {
         counts[to_string(c.observed)] = counts[to_string(c.observed)].get<std::size_t>() + 1;
     }
     if (csv) {
-        *csv << "mu,s,predicted,observed,t_blowup\n";
-        csv->precision(17);
-        for (const PhaseCell& c : cells) {
-            *csv << c.mu << ',' << c.s << ',' << to_string(c.predicted) << ',' << to_string(c.observed) << ',';
-            if (c.t_blowup) *csv << *c.t_blowup;
-            *csv << '\n';
-        }
-        csv->close();
-        if (!*csv) throw std::runtime_error("writing '" + *args.text("--out") + "' failed");
+        write_phase_diagram_csv(*csv, cells);
+        close_checked(*csv, *args.text("--out"));
     }
     nlohmann::ordered_json out;
     out["cells"] = cells.size();
@@ -264,7 +210,7 @@ int run_classify(const std::vector<std::string>& argv) {
     if (args.positional.size() != 1)
         throw std::invalid_argument("classify: expected exactly one CONFIG file");
     const Config config = load_config(args.positional.front());
-    std::cout << classification_json(classify(config.params, config.tokens)).dump() << '\n';
+    std::cout << to_json(classify(config.params, config.tokens)).dump() << '\n';
     return 0;
 }
 
@@ -300,8 +246,14 @@ int run_simulate(const std::vector<std::string>& argv) {
     const SimulateResult<double> result = simulate(system, config.tokens, t_end, options);
     const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
 
-    if (csv) save_csv(*csv, *args.text("--out"), result, system.dim());
-    std::cout << result_json(result, config, elapsed.count()).dump() << '\n';
+    if (csv) {
+        write_trajectory_csv(*csv, result);
+        close_checked(*csv, *args.text("--out"));
+    }
+    nlohmann::ordered_json out = to_json(result);
+    out["solve_seconds"] = elapsed.count();
+    out["observed_regime"] = to_string(observed_regime(result));
+    std::cout << out.dump() << '\n';
     return 0;
 }
 

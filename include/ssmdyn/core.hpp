@@ -1,6 +1,7 @@
 #pragma once
 /// \file core.hpp
-/// The core component: the token state, the S6 parameters and step-size maps, the selective scan, the ODE system, the deep model, and parallel_for. Needs Eigen only.
+/// The core component: the token state, the S6 parameters and step-size maps, the
+/// selective scan, the ODE system, the deep model and parallel_for. Needs Eigen only.
 
 #include "core/deep_model.hpp"
 #include "core/parallel_for.hpp"

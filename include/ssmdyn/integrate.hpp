@@ -2,5 +2,7 @@
 /// \file integrate.hpp
 /// The integrate component: statuses, options and results, the odeint wiring, the guarded driver and simulate(). Needs core and Boost.Odeint.
 
+#include "integrate/driver.hpp"
 #include "integrate/odeint.hpp"
 #include "integrate/simulate.hpp"
+#include "integrate/status.hpp"

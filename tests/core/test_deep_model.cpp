@@ -72,7 +72,7 @@ TEST_CASE("deep model: converges to the ODE solution at first order as depth gro
 }
 
 TEST_CASE("deep model: an overflowing layer stops the run with finite tokens") {
-    const auto p = Params::one_dimensional(1.0, 1.0, 1.0);
+    const auto p = Params::one_dimensional({1.0, 1.0, 1.0});
     Options o;
     o.depth = 50;
     const auto r = ssmdyn::deep_forward(p, Eigen::MatrixXd::Constant(1, 3, 2.0), o);
@@ -83,7 +83,7 @@ TEST_CASE("deep model: an overflowing layer stops the run with finite tokens") {
 }
 
 TEST_CASE("deep model: invalid depth, step and token shapes are rejected") {
-    const auto p = Params::one_dimensional(-1.0, 1.0, 1.0);
+    const auto p = Params::one_dimensional({-1.0, 1.0, 1.0});
     const Eigen::MatrixXd X0 = Eigen::MatrixXd::Ones(1, 3);
     Options o;
     o.depth = -1;

@@ -9,7 +9,7 @@ using test::message_of;
 }  // namespace
 
 TEST_CASE("the one-dimensional factory builds the paper's scalar system") {
-    auto p = ssmdyn::S6Params<double>::one_dimensional(-1.5, 0.25, 2.0, 0.1);
+    auto p = ssmdyn::S6Params<double>::one_dimensional({-1.5, 0.25, 2.0, 0.1});
     CHECK(p.dim() == 1);
     CHECK(p.state_dim() == 1);
     CHECK(p.mu()(0, 0) == -1.5);
@@ -75,7 +75,7 @@ TEST_CASE("validation names the field and the problem") {
     p.S_B.resize(0, 3);
     CHECK(message_of([&] { p.validate(); }).find("S_B") != std::string::npos);
 
-    CHECK_THROWS_AS(ssmdyn::S6Params<double>::one_dimensional(1.0, 0.0, -1.0), std::invalid_argument);
+    CHECK_THROWS_AS(ssmdyn::S6Params<double>::one_dimensional({1.0, 0.0, -1.0}), std::invalid_argument);
 }
 
 TEST_CASE("token validation rejects empty, ragged and non-finite token sets") {
@@ -90,4 +90,39 @@ TEST_CASE("token validation rejects empty, ragged and non-finite token sets") {
     x(4) = std::numeric_limits<double>::infinity();
     CHECK(message_of([&] { ssmdyn::validate_tokens(p, x); }) ==
           "tokens: token 2, channel 2 is not finite");
+}
+
+TEST_CASE("validation errors carry the field, so callers add context without parsing the message") {
+    auto p = ssmdyn::S6Params<double>::one_dimensional({1.0, 0.5, 1.0, 0.0});
+    p.S_Delta(0, 0) = std::numeric_limits<double>::quiet_NaN();
+    try {
+        p.validate();
+        FAIL("validate() accepted a NaN in S_Delta");
+    } catch (const ssmdyn::InvalidParameter& e) {
+        CHECK(e.field() == "S_Delta");
+        CHECK(std::string(e.what()) == "S_Delta(0,0) is not finite");
+    }
+    p = ssmdyn::S6Params<double>::one_dimensional({1.0, 0.5, 1.0, 0.0});
+    p.A(0, 0) = 0.5;
+    try {
+        p.validate();
+        FAIL("validate() accepted A > 0");
+    } catch (const ssmdyn::InvalidParameter& e) {
+        CHECK(e.field() == "A");
+    }
+}
+
+TEST_CASE("the one-dimensional system is named: mu, s, a, b") {
+    ssmdyn::OneDimensional<double> sys;
+    CHECK(sys.a == 1.0);  // defaults: a = 1, b = 0
+    CHECK(sys.b == 0.0);
+    sys.mu = 2.0;
+    sys.s = -0.5;
+    sys.a = 3.0;
+    sys.b = 0.25;
+    const auto p = ssmdyn::S6Params<double>::one_dimensional(sys);
+    CHECK(p.S_B(0, 0) * p.S_C(0, 0) == 2.0);
+    CHECK(p.S_Delta(0, 0) == -0.5);
+    CHECK(p.A(0, 0) == -3.0);
+    CHECK(p.delta_bias(0) == 0.25);
 }

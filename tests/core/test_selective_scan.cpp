@@ -54,7 +54,7 @@ TEST_CASE("structured decays (equal per channel, harmonic) take the fast path an
 TEST_CASE("the scan gives the 1-D closed form for two tokens") {
     // dx_1 = mu x1^3 Δ1;  dx_2 = mu x2 (x1^2 Δ1 e^{-a Δ2} + x2^2 Δ2)
     const double mu = -0.7, s = 0.3, a = 1.4, b = 0.2, x1 = 1.1, x2 = -0.6;
-    auto p = ssmdyn::S6Params<double>::one_dimensional(mu, s, a, b);
+    auto p = ssmdyn::S6Params<double>::one_dimensional({mu, s, a, b});
     Eigen::MatrixXd X(1, 2), Y(1, 2);
     X << x1, x2;
     ssmdyn::selective_scan(p, X, Y);
@@ -171,4 +171,17 @@ TEST_CASE("layer options with the wrong sizes are rejected") {
     o.D_skip.resize(0);
     o.gate = Eigen::MatrixXd::Ones(3, 5);
     CHECK_THROWS_AS(ssmdyn::selective_scan(p, ssmdyn::Softplus{}, X, Y, o), std::invalid_argument);
+}
+
+TEST_CASE("token matrices of the wrong shape are refused, not read out of bounds") {
+    std::mt19937 rng(3);
+    const auto p = test::random_params(rng, 3, 2);
+    Eigen::MatrixXd X = test::random_tokens(rng, 2, 4), Y(2, 4);
+    CHECK(test::message_of([&] { ssmdyn::selective_scan(p, X, Y); }).find("D = 3") != std::string::npos);
+    X = test::random_tokens(rng, 3, 4);
+    Eigen::MatrixXd Z(3, 5);
+    CHECK_THROWS_AS(ssmdyn::selective_scan(p, X, Z), std::invalid_argument);
+    for (auto d : {ssmdyn::Discretization::Simplified, ssmdyn::Discretization::ZeroOrderHold})
+        CHECK(ssmdyn::parse_discretization(ssmdyn::to_string(d)) == d);
+    CHECK_THROWS_AS(ssmdyn::parse_discretization("zoh"), std::invalid_argument);
 }

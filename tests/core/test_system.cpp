@@ -14,6 +14,9 @@
 #include <vector>
 
 #include <ssmdyn/integrate/odeint.hpp>
+
+#include <boost/numeric/odeint/integrate/integrate_adaptive.hpp>
+#include <boost/numeric/odeint/integrate/integrate_const.hpp>
 #include <ssmdyn/core/system.hpp>
 
 using System = ssmdyn::SelectiveSystem<double>;
@@ -85,7 +88,7 @@ TEST_CASE("copies share the parameters; a custom step-size map is used") {
     struct Exponential {
         double operator()(double z) const { return std::exp(z); }
     };
-    auto p = ssmdyn::S6Params<double>::one_dimensional(2.0, 0.5, 1.0, 0.0);
+    auto p = ssmdyn::S6Params<double>::one_dimensional({2.0, 0.5, 1.0, 0.0});
     const ssmdyn::SelectiveSystem<double, Exponential> sys(p);
     const auto copy = sys;
     CHECK(&copy.params() == &sys.params());
@@ -117,7 +120,7 @@ TEST_CASE("one system evaluated from several threads at once gives the serial re
 }
 
 TEST_CASE("the system rejects invalid parameters and token states") {
-    auto p = ssmdyn::S6Params<double>::one_dimensional(1.0, 1.0, 1.0);
+    auto p = ssmdyn::S6Params<double>::one_dimensional({1.0, 1.0, 1.0});
     p.A(0, 0) = 1.0;
     CHECK_THROWS_AS(System(p), std::invalid_argument);
     std::mt19937 rng(15);

@@ -257,3 +257,62 @@ TEST_CASE("invalid options and initial states throw std::invalid_argument") {
                       Stepper::Rk4})
         CHECK(ssmdyn::parse_stepper(ssmdyn::to_string(s)) == s);
 }
+
+TEST_CASE("x0 may be the flat state, the D x L token matrix, or any Eigen expression of either") {
+    std::mt19937 rng(23);
+    auto p = test::random_params(rng, 2, 3);
+    p.S_B = -p.S_C;  // bounded trajectories
+    const System sys(p);
+    const Eigen::MatrixXd X0 = test::random_tokens(rng, 2, 4);  // column l = token l
+    const State flat = ssmdyn::to_state(X0);
+    const auto r_flat = ssmdyn::simulate(sys, flat, 1.0);
+    REQUIRE(r_flat.status == Status::Completed);
+    // The same numbers in, so the same numbers out, exactly.
+    CHECK(ssmdyn::simulate(sys, X0, 1.0).x_final == r_flat.x_final);
+    CHECK(ssmdyn::simulate(sys, X0.transpose().transpose(), 1.0).x_final == r_flat.x_final);
+    CHECK(ssmdyn::simulate(sys, 1.0 * flat, 1.0, Options{}).x_final == r_flat.x_final);
+    CHECK(ssmdyn::simulate(sys, X0, 1.0).x_initial == flat);
+    CHECK(ssmdyn::simulate(sys, X0, 1.0).dim == 2);
+
+    // One-dimensional tokens as a 1 x L row.
+    const System one_d(ssmdyn::S6Params<double>::one_dimensional(-1.0, 0.5, 1.0, 0.0));
+    const Eigen::RowVector3d row(1.0, -0.5, 2.0);
+    CHECK(ssmdyn::simulate(one_d, row, 1.0).x_final == ssmdyn::simulate(one_d, tokens({1.0, -0.5, 2.0}), 1.0).x_final);
+
+    // Neither form: the message names x0 and its shape.
+    const std::string wrong = test::message_of([&] { (void)ssmdyn::simulate(sys, Eigen::MatrixXd(3, 2), 1.0); });
+    CHECK(wrong.find("x0") != std::string::npos);
+    CHECK(wrong.find("3x2") != std::string::npos);
+    struct Cubic {  // no dim(): only the flat form can be read
+        using State = Eigen::VectorXd;
+        void operator()(const State& x, State& dxdt, double) const { dxdt = x.array().cube(); }
+    };
+    const std::string no_dim = test::message_of([&] { (void)ssmdyn::simulate(Cubic{}, Eigen::RowVector2d(0.1, 0.2), 1.0); });
+    CHECK(no_dim.find("x0 is 1x2") != std::string::npos);
+}
+
+TEST_CASE("simulate works in float, the Scalar coming from x0") {
+    const ssmdyn::SelectiveSystem<float> sys(ssmdyn::S6Params<float>::one_dimensional(1.0f, 0.0f, 2.0f, -0.4f));
+    ssmdyn::SimulateOptions<float> o;
+    o.rtol = 1e-6f;
+    o.atol = 1e-7f;
+    const auto r = ssmdyn::simulate(sys, Eigen::VectorXf::Constant(1, 0.8f), 5.0f, o);
+    REQUIRE(r.status == Status::BlowUp);
+    // s = 0: T* = 1 / (2 mu softplus(b) x0^2), closed form.
+    const double T_star = 1.0 / (2 * 1.0 * ssmdyn::softplus(-0.4) * 0.8 * 0.8);
+    CHECK(test::rel_err(*r.t_blowup, T_star) < 1e-4);
+}
+
+TEST_CASE("every enum reads back from its name; unknown names list the valid ones") {
+    for (Status s : {Status::Completed, Status::BlowUp, Status::StepSizeUnderflow, Status::MaxSteps, Status::NonFinite})
+        CHECK(ssmdyn::parse_status(ssmdyn::to_string(s)) == s);
+    for (auto r : {ssmdyn::Record::None, ssmdyn::Record::Steps, ssmdyn::Record::Times})
+        CHECK(ssmdyn::parse_record(ssmdyn::to_string(r)) == r);
+    for (auto n : {ssmdyn::ErrorNorm::Max, ssmdyn::ErrorNorm::Rms})
+        CHECK(ssmdyn::parse_error_norm(ssmdyn::to_string(n)) == n);
+    CHECK(test::message_of([] { (void)ssmdyn::parse_status("diverged"); }) ==
+          "status 'diverged' is unknown; use completed, blow_up, step_size_underflow, max_steps or non_finite");
+    CHECK(test::message_of([] { (void)ssmdyn::parse_record("all"); }) == "record 'all' is unknown; use none, steps or times");
+    CHECK(test::message_of([] { (void)ssmdyn::parse_stepper("euler"); }) ==
+          "stepper 'euler' is unknown; use dopri5, cash_karp, fehlberg78, bulirsch_stoer or rk4");
+}

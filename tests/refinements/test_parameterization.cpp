@@ -111,3 +111,18 @@ TEST_CASE("parameterization: with mu positive semi-definite token 1 never shrink
     CHECK(grew > 400);  // and it really moves
     CHECK(shrank > 400);
 }
+
+TEST_CASE("parameterization: U and w may be any Eigen expression, w a row or a column") {
+    std::mt19937 rng(5);
+    const Eigen::MatrixXd free = test::random_tokens(rng, 3, 4);
+    const Eigen::VectorXd w = test::random_tokens(rng, 3, 1);
+    const auto reference = ssmdyn::input_output_matrices(ssmdyn::unit_upper_triangular(free), w, 0.7);
+    const auto from_expressions =
+        ssmdyn::input_output_matrices(ssmdyn::unit_upper_triangular(2.0 * free / 2.0), w.transpose(), 0.7);
+    CHECK(from_expressions.S_B == reference.S_B);
+    CHECK(from_expressions.S_C == reference.S_C);
+    CHECK_THROWS_AS(ssmdyn::input_output_matrices(free, Eigen::MatrixXd::Ones(3, 2), 0.7), std::invalid_argument);
+    for (auto sign : {ssmdyn::MuSign::PositiveSemidefinite, ssmdyn::MuSign::NegativeSemidefinite, ssmdyn::MuSign::Mixed})
+        CHECK(ssmdyn::parse_mu_sign(ssmdyn::to_string(sign)) == sign);
+    CHECK_THROWS_AS(ssmdyn::parse_mu_sign("positive"), std::invalid_argument);
+}

@@ -96,3 +96,22 @@ TEST_CASE("reordering: the hard permutation reproduces simulating the reordered 
     CHECK(test::max_rel_err(ssmdyn::to_state(ssmdyn::reorder(ssmdyn::token_matrix(unordered.x_final, 3), order)),
                             direct.x_final) > 1e-3);
 }
+
+TEST_CASE("reordering: tokens as the flat state or the D x L matrix, scores and orders from expressions") {
+    std::mt19937 rng(11);
+    const auto p = test::random_params(rng, 3, 2);
+    const Eigen::MatrixXd X = test::random_tokens(rng, 3, 5);
+    const ssmdyn::StateVector<double> flat = ssmdyn::to_state(X);
+    const Eigen::VectorXd k = Eigen::VectorXd::LinSpaced(3, 1.0, 2.0);
+    const Eigen::VectorXd scores = ssmdyn::importance_scores(p, k, X);
+    CHECK(ssmdyn::importance_scores(p, k, flat) == scores);
+    CHECK(ssmdyn::importance_scores(p, k.transpose(), X) == scores);  // k as a row
+    const auto order = ssmdyn::increasing_order(-scores);              // an expression
+    const Eigen::MatrixXd matrix_result = ssmdyn::reorder(X, order);
+    const ssmdyn::StateVector<double> flat_result = ssmdyn::reorder(flat, order);  // the same form back
+    CHECK(ssmdyn::to_state(matrix_result) == flat_result);
+    for (std::size_t i = 0; i < order.size(); ++i) CHECK(matrix_result.col(Eigen::Index(i)) == X.col(order[i]));
+    CHECK_THROWS_AS(ssmdyn::importance_scores(p, Eigen::VectorXd::Ones(2), X), std::invalid_argument);
+    CHECK_THROWS_AS(ssmdyn::importance_scores(p, k, Eigen::MatrixXd::Ones(2, 5)), std::invalid_argument);
+    CHECK_THROWS_AS(ssmdyn::reorder(flat, ssmdyn::TokenOrder{0, 1, 2, 3}), std::invalid_argument);  // 15 % 4 != 0
+}

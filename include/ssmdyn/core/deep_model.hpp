@@ -43,7 +43,8 @@ struct DeepModelResult {
     bool finite = true;
 };
 
-/// Run the deep residual model on the D×L tokens X0 (column l is token l).
+/// Run the deep residual model on the tokens X0: the D×L matrix (column l is token l) or
+/// the flat state (see to_token_matrix); DeepModelResult::tokens is always D×L.
 /// \throws std::invalid_argument for invalid parameters, tokens or options
 template <typename Scalar, typename Derived, typename StepSizeMap = Softplus>
 DeepModelResult<Scalar> deep_forward(const S6Params<Scalar>& params,
@@ -52,11 +53,8 @@ DeepModelResult<Scalar> deep_forward(const S6Params<Scalar>& params,
                                      const StepSizeMap& phi = {}) {
     params.validate();
     DeepModelResult<Scalar> result;
-    result.tokens = X0;
+    result.tokens = to_token_matrix(X0, params.dim());
     const MatrixX<Scalar>& X = result.tokens;
-    if (X.rows() != params.dim())
-        throw std::invalid_argument("tokens have " + std::to_string(X.rows()) +
-                                    " rows, expected D = " + std::to_string(params.dim()));
     validate_tokens(params, Eigen::Map<const VectorX<Scalar>>(X.data(), X.size()));
     if (options.depth < 0) throw std::invalid_argument("depth must be >= 0");
     if (!(options.step > 0) || !std::isfinite(options.step))

@@ -8,6 +8,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include <Eigen/Core>
 
@@ -30,6 +31,37 @@ T majority(std::initializer_list<T> votes) {
 }
 
 }  // namespace detail
+
+/// The std::invalid_argument that S6Params::validate() throws: the message names the
+/// field, and field() gives it to code that wants to add its own context (e.g. which
+/// checkpoint tensor the field came from) without parsing the message.
+class InvalidParameter : public std::invalid_argument {
+public:
+    InvalidParameter(std::string field, const std::string& message)
+        : std::invalid_argument(message), m_field(std::move(field)) {}
+    /// The field at fault: "S_B", "S_C", "S_Delta", "delta_bias" or "A".
+    const std::string& field() const { return m_field; }
+
+private:
+    std::string m_field;
+};
+
+/// The paper's one-dimensional system (DESIGN.md §2), by name, so that no two functions
+/// can take its four numbers in different orders:
+/// \f[ \frac{dx_l}{dt} = \mu\, x_l \sum_{j\le l} x_j^2\, \Delta(x_j)\,
+///     e^{-a \sum_{k=j+1}^{l} \Delta(x_k)},\qquad \Delta(u) = \varphi(s\,u + b). \f]
+/// Aggregate: `OneDimensional<double>{mu, s, a, b}` or set the fields by name.
+template <typename Scalar = double>
+struct OneDimensional {
+    /// The input-output scalar μ = S_C S_B.
+    Scalar mu = Scalar(0);
+    /// The step-size slope S_Δ.
+    Scalar s = Scalar(0);
+    /// The decay rate, A = −a; must be > 0.
+    Scalar a = Scalar(1);
+    /// The step-size bias b_Δ (the paper takes 0).
+    Scalar b = Scalar(0);
+};
 
 /// Parameters of the S6 layer (D channels, N state dimensions per channel).
 ///
@@ -63,21 +95,23 @@ struct S6Params {
     /// The input-output matrix \f$ \mu = S_C^\top S_B \f$ (D×D).
     Matrix mu() const { return S_C.transpose() * S_B; }
 
-    /// The paper's one-dimensional case: D = N = 1, S_C = [1], S_B = [μ], S_Δ = [s],
-    /// b_Δ = [b], A = [−a].
-    /// \param mu the scalar μ = S_Cᵀ S_B
-    /// \param s the step-size slope S_Δ
-    /// \param a the decay rate, a > 0
-    /// \param b the step-size bias b_Δ (default 0)
-    static S6Params one_dimensional(Scalar mu, Scalar s, Scalar a, Scalar b = Scalar(0)) {
+    /// The paper's one-dimensional case (see OneDimensional): D = N = 1, S_C = [1],
+    /// S_B = [μ], S_Δ = [s], b_Δ = [b], A = [−a]. Validated (a must be > 0).
+    static S6Params one_dimensional(const OneDimensional<Scalar>& system) {
         S6Params p;
-        p.S_B = Matrix::Constant(1, 1, mu);
+        p.S_B = Matrix::Constant(1, 1, system.mu);
         p.S_C = Matrix::Constant(1, 1, Scalar(1));
-        p.S_Delta = Matrix::Constant(1, 1, s);
-        p.delta_bias = Vector::Constant(1, b);
-        p.A = Matrix::Constant(1, 1, -a);
+        p.S_Delta = Matrix::Constant(1, 1, system.s);
+        p.delta_bias = Vector::Constant(1, system.b);
+        p.A = Matrix::Constant(1, 1, -system.a);
         p.validate();
         return p;
+    }
+
+    /// Transitional: the four numbers in the order of OneDimensional (removed once every
+    /// caller names them).
+    static S6Params one_dimensional(Scalar mu, Scalar s, Scalar a, Scalar b = Scalar(0)) {
+        return one_dimensional(OneDimensional<Scalar>{mu, s, a, b});
     }
 
     /// Throws std::invalid_argument naming the field and the problem when a shape is
@@ -107,13 +141,13 @@ struct S6Params {
                 if (!(A(i, j) < Scalar(0))) {
                     std::ostringstream os;
                     os << "A(" << i << "," << j << ") = " << A(i, j) << " must be < 0";
-                    throw std::invalid_argument(os.str());
+                    throw InvalidParameter("A", os.str());
                 }
     }
 
 private:
     [[noreturn]] static void fail(const std::string& field, const std::string& what) {
-        throw std::invalid_argument(field + " " + what);
+        throw InvalidParameter(field, field + " " + what);
     }
     template <typename M>
     static std::string shape(const M& m) {
@@ -131,8 +165,8 @@ private:
         for (Eigen::Index j = 0; j < m.cols(); ++j)
             for (Eigen::Index i = 0; i < m.rows(); ++i)
                 if (!std::isfinite(static_cast<double>(m(i, j))))
-                    throw std::invalid_argument(std::string(field) + "(" + std::to_string(i) + "," +
-                                                std::to_string(j) + ") is not finite");
+                    throw InvalidParameter(field, std::string(field) + "(" + std::to_string(i) + "," +
+                                                      std::to_string(j) + ") is not finite");
     }
 };
 

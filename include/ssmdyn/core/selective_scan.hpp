@@ -12,6 +12,7 @@
 #include "params.hpp"
 #include "state.hpp"
 #include "step_size.hpp"
+#include "detail/enum_names.hpp"
 #include "detail/simd.hpp"
 
 namespace ssmdyn {
@@ -68,6 +69,17 @@ enum class Discretization {
     ZeroOrderHold
 };
 
+/// "simplified" or "zero_order_hold".
+inline const char* to_string(Discretization d) {
+    return d == Discretization::ZeroOrderHold ? "zero_order_hold" : "simplified";
+}
+
+/// The Discretization called `name` (as printed by to_string); throws std::invalid_argument.
+inline Discretization parse_discretization(const std::string& name) {
+    static constexpr Discretization all[] = {Discretization::Simplified, Discretization::ZeroOrderHold};
+    return detail::parse_enum(name, all, "discretization");
+}
+
 /// What a real Mamba layer has beyond the paper's S6. All off by default, which is the
 /// layer whose continuous limit is dX/dt = S6(X).
 template <typename Scalar = double>
@@ -92,7 +104,7 @@ struct LayerOptions {
 ///
 /// \param params  the layer (assumed valid: see S6Params::validate)
 /// \param phi     the step-size map (see step_size.hpp)
-/// \param X       D×L tokens, column l is token l
+/// \param X       D×L tokens, column l is token l (a flat state: view it with token_matrix)
 /// \param Y       D×L output, written; may not alias X
 /// \param options discretisation, skip and gate (sizes checked: std::invalid_argument)
 template <typename Scalar, typename StepSizeMap, typename XDerived, typename YDerived>
@@ -101,7 +113,10 @@ void selective_scan(const S6Params<Scalar>& params, const StepSizeMap& phi,
                     const LayerOptions<Scalar>& options) {
     auto& Y = const_cast<Eigen::MatrixBase<YDerived>&>(Y_);  // Eigen's idiom for writable expressions
     const Eigen::Index n_state = params.state_dim(), D = params.dim();
-    eigen_assert(X.rows() == D && Y.rows() == X.rows() && Y.cols() == X.cols());
+    if (X.rows() != D || Y.rows() != X.rows() || Y.cols() != X.cols())
+        throw std::invalid_argument("selective_scan: X is " + std::to_string(X.rows()) + "x" +
+                                    std::to_string(X.cols()) + " and Y " + std::to_string(Y.rows()) + "x" +
+                                    std::to_string(Y.cols()) + "; both must be D x L with D = " + std::to_string(D));
     const bool skip = options.D_skip.size() != 0, gate = options.gate.size() != 0;
     if (skip && options.D_skip.size() != D)
         throw std::invalid_argument("D_skip has " + std::to_string(options.D_skip.size()) +

@@ -6,6 +6,9 @@
 /// Why a flat vector: odeint 1.74's error-controlled steppers do not compile with a
 /// dynamic Eigen *matrix* state, while a vector state works with all of them.
 
+#include <stdexcept>
+#include <string>
+
 #include <Eigen/Core>
 
 namespace ssmdyn {
@@ -49,6 +52,38 @@ StateVector<typename Derived::Scalar> to_state(const Eigen::MatrixBase<Derived>&
     StateVector<typename Derived::Scalar> x(tokens.size());
     Eigen::Map<MatrixX<typename Derived::Scalar>>(x.data(), tokens.rows(), tokens.cols()) = tokens;
     return x;
+}
+
+/// Tokens given in either of the library's two forms, as the D×L token matrix (a copy):
+/// a matrix with D rows is taken as it is (column l = token l), a column vector whose
+/// length is a multiple of D as the flat state (token l = entries l·D … l·D+D−1). Any Eigen
+/// expression will do.
+/// \param x    the tokens, D×L or flat (length D·L)
+/// \param dim  the token dimension D, >= 1
+/// \param what how error messages name x (e.g. "tokens", "x0")
+/// \throws std::invalid_argument naming `what` when x is in neither form, or empty
+template <typename Derived>
+MatrixX<typename Derived::Scalar> to_token_matrix(const Eigen::MatrixBase<Derived>& x, Eigen::Index dim,
+                                                  const std::string& what = "tokens") {
+    using Scalar = typename Derived::Scalar;
+    if (dim < 1) throw std::invalid_argument(what + ": the token dimension D = " + std::to_string(dim) + " must be >= 1");
+    if (x.size() == 0) throw std::invalid_argument(what + " is empty; need at least one token");
+    if (x.rows() == dim) return x;
+    if (x.cols() == 1 && x.rows() % dim == 0) {
+        const StateVector<Scalar> flat = x;
+        return Eigen::Map<const MatrixX<Scalar>>(flat.data(), dim, flat.size() / dim);
+    }
+    throw std::invalid_argument(what + " is " + std::to_string(x.rows()) + "x" + std::to_string(x.cols()) +
+                                "; expected D x L (D = " + std::to_string(dim) +
+                                " rows, column l = token l) or a flat vector of D*L entries");
+}
+
+/// Tokens given in either form (see to_token_matrix) as the flat state (a copy).
+template <typename Derived>
+StateVector<typename Derived::Scalar> to_state(const Eigen::MatrixBase<Derived>& x, Eigen::Index dim,
+                                               const std::string& what = "tokens") {
+    const MatrixX<typename Derived::Scalar> X = to_token_matrix(x, dim, what);
+    return Eigen::Map<const StateVector<typename Derived::Scalar>>(X.data(), X.size());
 }
 
 }  // namespace ssmdyn

@@ -23,7 +23,7 @@ namespace ssmdyn {
 /// several threads at once (the scan's scratch is per thread).
 ///
 /// \code
-/// auto params = ssmdyn::S6Params<double>::one_dimensional(-1.0, 0.5, 1.0);
+/// auto params = ssmdyn::S6Params<double>::one_dimensional({-1.0, 0.5, 1.0});
 /// ssmdyn::SelectiveSystem<double> system(params);
 /// ssmdyn::StateVector<double> x(3), dxdt(3);
 /// x << 1.0, -0.5, 2.0;

@@ -159,19 +159,19 @@ inline MambaLayer load_mamba_layer(const SafetensorsFile& file, int layer,
         if (!std::isfinite(out.D_skip(i))) fail(d_key + "(" + std::to_string(i) + ") is not finite");
     try {
         out.params.validate();
-    } catch (const std::invalid_argument& e) {
+    } catch (const InvalidParameter& e) {
         // validate() names the S6 field; add the tensor it was assembled from.
-        const std::string m = e.what();
-        std::string origin;
         auto rows_of_x = [&](Eigen::Index lo, Eigen::Index hi) {
             return "rows [" + std::to_string(lo) + ", " + std::to_string(hi) + ") of " + x_key;
         };
-        if (m.rfind("S_Delta", 0) == 0) origin = "S_Delta = " + dt_weight_key + " * " + rows_of_x(0, r);
-        else if (m.rfind("S_B", 0) == 0) origin = "S_B = " + rows_of_x(r, r + N);
-        else if (m.rfind("S_C", 0) == 0) origin = "S_C = " + rows_of_x(r + N, r + 2 * N);
-        else if (m.rfind("delta_bias", 0) == 0) origin = "delta_bias = " + dt_bias_key;
-        else if (m.rfind("A", 0) == 0) origin = "A = -exp(" + a_log_key + ")";
-        fail(m + (origin.empty() ? "" : " (" + origin + ")"));
+        const std::string& field = e.field();
+        const std::string origin = field == "S_Delta"      ? "S_Delta = " + dt_weight_key + " * " + rows_of_x(0, r)
+                                   : field == "S_B"        ? "S_B = " + rows_of_x(r, r + N)
+                                   : field == "S_C"        ? "S_C = " + rows_of_x(r + N, r + 2 * N)
+                                   : field == "delta_bias" ? "delta_bias = " + dt_bias_key
+                                   : field == "A"          ? "A = -exp(" + a_log_key + ")"
+                                                           : std::string();
+        fail(e.what() + (origin.empty() ? std::string() : " (" + origin + ")"));
     }
     return out;
 }

@@ -1,20 +1,22 @@
 #pragma once
-/// \file progress.hpp
+/// \file progress_bar.hpp
 /// A progress bar for long sweeps, drawn on stderr only when stderr is a terminal (so
 /// pipes, files and CI logs get nothing). Use it as the sweeps' ProgressCallback:
 ///
-///     ProgressBar bar("sweep");
-///     auto cells = ssmdyn::phase_diagram(mu, s, tokens, a, b, t_end, {}, 0, std::ref(bar));
+///     ssmdyn::ProgressBar bar("sweep");
+///     auto cells = ssmdyn::phase_diagram(grid, tokens, t_end, {}, 0, std::ref(bar));
 
 #include <chrono>
 #include <cstddef>
 #include <cstdio>
 #include <string>
+#include <utility>
 
 #include <unistd.h>
 
-namespace ssmdyn::cli {
+namespace ssmdyn {
 
+/// A ProgressCallback (core/parallel_for.hpp) that draws `label [####....]  42% 420/1000 3.1s`.
 class ProgressBar {
 public:
     /// Draws to `out` if `enabled`; by default to stderr when it is a terminal.
@@ -53,4 +55,4 @@ private:
     clock::time_point m_start, m_last_draw{};
 };
 
-}  // namespace ssmdyn::cli
+}  // namespace ssmdyn

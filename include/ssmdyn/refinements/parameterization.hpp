@@ -10,10 +10,12 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include <Eigen/Core>
 
 #include "../core/state.hpp"
+#include "../core/detail/enum_names.hpp"
 #include "../core/step_size.hpp"
 
 namespace ssmdyn {
@@ -33,6 +35,12 @@ inline const char* to_string(MuSign s) {
         case MuSign::Mixed: return "mixed";
     }
     return "unknown";
+}
+
+/// The MuSign called `name` (as printed by to_string); throws std::invalid_argument.
+inline MuSign parse_mu_sign(const std::string& name) {
+    static constexpr MuSign all[] = {MuSign::PositiveSemidefinite, MuSign::NegativeSemidefinite, MuSign::Mixed};
+    return detail::parse_enum(name, all, "mu sign");
 }
 
 /// The authors' U: the upper-triangular part of a free N×D matrix with a unit diagonal
@@ -57,17 +65,24 @@ struct InputOutputMatrices {
 /// \param w     length N, free
 /// \param theta > 0: keeps every |W_nn| ≥ θ, so μ's sign structure is strict on U's row space
 /// \throws std::invalid_argument for mismatched sizes, θ ≤ 0 or non-finite entries
-template <typename Scalar>
-InputOutputMatrices<Scalar> input_output_matrices(const MatrixX<Scalar>& U, const VectorX<Scalar>& w,
-                                                  Scalar theta,
-                                                  MuSign sign = MuSign::PositiveSemidefinite) {
+template <typename UDerived, typename WDerived>
+InputOutputMatrices<typename UDerived::Scalar> input_output_matrices(
+    const Eigen::MatrixBase<UDerived>& U, const Eigen::MatrixBase<WDerived>& w,
+    typename UDerived::Scalar theta, MuSign sign = MuSign::PositiveSemidefinite) {
+    using Scalar = typename UDerived::Scalar;
+    static_assert(std::is_same<Scalar, typename WDerived::Scalar>::value,
+                  "input_output_matrices: U and w must have the same scalar type.");
+    if (w.rows() != 1 && w.cols() != 1)
+        throw std::invalid_argument("w is " + std::to_string(w.rows()) + "x" + std::to_string(w.cols()) +
+                                    ", expected a vector of N entries");
     if (w.size() != U.rows())
         throw std::invalid_argument("w has " + std::to_string(w.size()) + " entries, expected N = " +
                                     std::to_string(U.rows()) + " (the rows of U)");
     if (!(theta > 0) || !std::isfinite(theta)) throw std::invalid_argument("theta must be finite and > 0");
     if (!U.allFinite()) throw std::invalid_argument("U has a non-finite entry");
     if (!w.allFinite()) throw std::invalid_argument("w has a non-finite entry");
-    VectorX<Scalar> W = w.unaryExpr([theta](Scalar v) { return softplus(v) + theta; });
+    VectorX<Scalar> W(w.size());
+    for (Eigen::Index n = 0; n < w.size(); ++n) W(n) = softplus(Scalar(w(n))) + theta;  // w: row or column
     if (sign == MuSign::NegativeSemidefinite) W = -W;
     if (sign == MuSign::Mixed) W.tail(W.size() / 2) *= Scalar(-1);
     return {W.asDiagonal() * U, U};

@@ -22,26 +22,30 @@ namespace ssmdyn {
 /// A permutation of L tokens: position i of the reordered sequence holds token order[i].
 using TokenOrder = std::vector<Eigen::Index>;
 
-/// Importance scores score_l = kᵀ(S_Δ x_l + b_Δ) of the D×L tokens X (one per column).
-template <typename Scalar, typename Derived>
-VectorX<Scalar> importance_scores(const S6Params<Scalar>& params, const VectorX<Scalar>& k,
+/// Importance scores score_l = kᵀ(S_Δ x_l + b_Δ), one per token (l = 0 … L−1).
+/// \param k a vector of D weights (row or column)
+/// \param X the tokens, D×L or flat (see to_token_matrix)
+template <typename Scalar, typename KDerived, typename Derived>
+VectorX<Scalar> importance_scores(const S6Params<Scalar>& params, const Eigen::MatrixBase<KDerived>& k,
                                   const Eigen::MatrixBase<Derived>& X) {
-    if (k.size() != params.dim())
-        throw std::invalid_argument("k has " + std::to_string(k.size()) + " entries, expected D = " +
-                                    std::to_string(params.dim()));
-    if (X.rows() != params.dim())
-        throw std::invalid_argument("tokens have " + std::to_string(X.rows()) + " rows, expected D = " +
-                                    std::to_string(params.dim()));
-    return ((params.S_Delta * X).colwise() + params.delta_bias).transpose() * k;
+    if ((k.rows() != 1 && k.cols() != 1) || k.size() != params.dim())
+        throw std::invalid_argument("k is " + std::to_string(k.rows()) + "x" + std::to_string(k.cols()) +
+                                    ", expected a vector of D = " + std::to_string(params.dim()) + " entries");
+    const MatrixX<Scalar> tokens = to_token_matrix(X, params.dim());
+    VectorX<Scalar> weights(k.size());
+    for (Eigen::Index d = 0; d < k.size(); ++d) weights(d) = k(d);  // k: row or column
+    return ((params.S_Delta * tokens).colwise() + params.delta_bias).transpose() * weights;
 }
 
 /// The order that sorts `scores` increasingly; equal scores keep their original order.
-template <typename Scalar>
-TokenOrder increasing_order(const VectorX<Scalar>& scores) {
-    TokenOrder order(static_cast<std::size_t>(scores.size()));
+template <typename Derived>
+TokenOrder increasing_order(const Eigen::MatrixBase<Derived>& scores) {
+    if (scores.rows() != 1 && scores.cols() != 1) throw std::invalid_argument("scores must be a vector");
+    const typename Derived::PlainObject values = scores;  // an expression is evaluated once
+    TokenOrder order(static_cast<std::size_t>(values.size()));
     std::iota(order.begin(), order.end(), Eigen::Index(0));
     std::stable_sort(order.begin(), order.end(),
-                     [&](Eigen::Index a, Eigen::Index b) { return scores(a) < scores(b); });
+                     [&](Eigen::Index a, Eigen::Index b) { return values(a) < values(b); });
     return order;
 }
 
@@ -52,23 +56,33 @@ inline TokenOrder inverse(const TokenOrder& order) {
     return inv;
 }
 
-/// The D×L tokens reordered: column i of the result is column order[i] of X.
-/// \throws std::invalid_argument unless order is a permutation of 0 … L−1
+/// The tokens reordered: token i of the result is token order[i] of X. X is the D×L
+/// matrix (column l = token l) or the flat state, and the result has the same form: a
+/// matrix with L = order.size() columns is a token matrix, a column vector of length
+/// D·L a flat state (D = its length / L).
+/// \throws std::invalid_argument unless order is a permutation of 0 … L−1 matching X
 template <typename Derived>
-MatrixX<typename Derived::Scalar> reorder(const Eigen::MatrixBase<Derived>& X, const TokenOrder& order) {
-    if (static_cast<Eigen::Index>(order.size()) != X.cols())
-        throw std::invalid_argument("order has " + std::to_string(order.size()) + " entries, expected L = " +
-                                    std::to_string(X.cols()));
+typename Derived::PlainObject reorder(const Eigen::MatrixBase<Derived>& X, const TokenOrder& order) {
+    using Scalar = typename Derived::Scalar;
+    const auto L = static_cast<Eigen::Index>(order.size());
+    const bool flat = X.cols() != L && X.cols() == 1 && L > 0 && X.rows() % L == 0;
+    if (X.cols() != L && !flat)
+        throw std::invalid_argument("order has " + std::to_string(order.size()) + " entries, but the tokens are " +
+                                    std::to_string(X.rows()) + "x" + std::to_string(X.cols()) +
+                                    " (neither D x L nor a flat vector of D*L entries)");
+    const Eigen::Index D = flat ? X.rows() / L : X.rows();
+    const MatrixX<Scalar> tokens = to_token_matrix(X, D);
     std::vector<bool> seen(order.size(), false);
-    MatrixX<typename Derived::Scalar> out(X.rows(), X.cols());
+    MatrixX<Scalar> out(D, L);
     for (std::size_t i = 0; i < order.size(); ++i) {
         const Eigen::Index j = order[i];
-        if (j < 0 || j >= X.cols() || seen[static_cast<std::size_t>(j)])
+        if (j < 0 || j >= L || seen[static_cast<std::size_t>(j)])
             throw std::invalid_argument("order is not a permutation of 0 .. L-1 (at position " +
                                         std::to_string(i) + ")");
         seen[static_cast<std::size_t>(j)] = true;
-        out.col(Eigen::Index(i)) = X.col(j);
+        out.col(Eigen::Index(i)) = tokens.col(j);
     }
+    if (flat) return Eigen::Map<const VectorX<Scalar>>(out.data(), out.size());
     return out;
 }
 
@@ -89,8 +103,15 @@ MatrixX<Scalar> permutation_matrix(const TokenOrder& order) {
 /// `hard`, the straight-through forward value: each row's argmax set to 1, the rest 0.
 /// Sort −scores to get the increasing order of the refinement.
 /// \param tau temperature, > 0;  \param p power, > 0 (1 in the SoftSort paper)
-template <typename Scalar>
-MatrixX<Scalar> soft_sort(const VectorX<Scalar>& scores, Scalar tau, Scalar p = Scalar(1), bool hard = false) {
+template <typename Derived>
+MatrixX<typename Derived::Scalar> soft_sort(const Eigen::MatrixBase<Derived>& scores_in,
+                                            typename Derived::Scalar tau,
+                                            typename Derived::Scalar p = typename Derived::Scalar(1),
+                                            bool hard = false) {
+    using Scalar = typename Derived::Scalar;
+    if (scores_in.rows() != 1 && scores_in.cols() != 1)
+        throw std::invalid_argument("scores must be a vector");
+    const VectorX<Scalar> scores = scores_in.rows() == 1 ? VectorX<Scalar>(scores_in.transpose()) : VectorX<Scalar>(scores_in);
     if (!(tau > 0) || !std::isfinite(tau)) throw std::invalid_argument("tau must be finite and > 0");
     if (!(p > 0) || !std::isfinite(p)) throw std::invalid_argument("p must be finite and > 0");
     if (!scores.allFinite()) throw std::invalid_argument("scores must be finite");

@@ -15,6 +15,7 @@
 
 #include <boost/math/quadrature/exp_sinh.hpp>
 
+#include "../core/params.hpp"
 #include "../core/step_size.hpp"
 
 namespace ssmdyn {
@@ -44,13 +45,16 @@ std::optional<Scalar> blowup_integral(F delta_of_magnitude, Scalar u0) {
     return std::nullopt;
 }
 
-/// The blow-up time T* of token 1 in the 1-D system (μ, s, b) with step-size map φ:
-/// empty when token 1 does not blow up (μ ≤ 0, x_1(0) = 0, or the integral diverges).
-/// For softplus the integral converges exactly when s·x_1(0) ≥ 0; it is then evaluated
-/// to about 1e-14 relative.
+/// The blow-up time T* of token 1 in the 1-D system with step-size map φ: empty when
+/// token 1 does not blow up (μ ≤ 0, x_1(0) = 0, or the integral diverges). Token 1 sees
+/// only itself, so the decay a plays no part. For softplus the integral converges exactly
+/// when s·x_1(0) ≥ 0; it is then evaluated to about 1e-14 relative.
+/// \param system μ, s and b of the 1-D system
+/// \param x1     the first token's initial value x_1(0)
 template <typename Scalar, typename StepSizeMap = Softplus>
-std::optional<Scalar> first_token_blowup_time(Scalar mu, Scalar s, Scalar b, Scalar x1,
+std::optional<Scalar> first_token_blowup_time(const OneDimensional<Scalar>& system, Scalar x1,
                                               const StepSizeMap& phi = {}) {
+    const Scalar mu = system.mu, s = system.s, b = system.b;
     if (!(mu > 0) || x1 == 0) return std::nullopt;
     if constexpr (std::is_same<StepSizeMap, Softplus>::value) {
         // Δ ~ e^{s·x} → 0 exponentially when s·x_1 < 0: the integrand grows, no blow-up.
@@ -61,6 +65,12 @@ std::optional<Scalar> first_token_blowup_time(Scalar mu, Scalar s, Scalar b, Sca
         blowup_integral([&](Scalar u) { return phi(s * sign * u + b); }, std::abs(x1));
     if (!integral) return std::nullopt;
     return *integral / mu;
+}
+
+/// Transitional: the numbers of OneDimensional (removed once every caller names them).
+template <typename Scalar, typename StepSizeMap = Softplus>
+std::optional<Scalar> first_token_blowup_time(Scalar mu, Scalar s, Scalar b, Scalar x1, const StepSizeMap& phi = {}) {
+    return first_token_blowup_time(OneDimensional<Scalar>{mu, s, Scalar(1), b}, x1, phi);
 }
 
 }  // namespace ssmdyn

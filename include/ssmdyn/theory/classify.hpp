@@ -11,6 +11,7 @@
 
 #include <Eigen/Eigenvalues>
 
+#include "../core/detail/enum_names.hpp"
 #include "blowup_time.hpp"
 #include "../core/params.hpp"
 #include "regime.hpp"
@@ -42,9 +43,17 @@ inline const char* to_string(MuScenario s) {
     return "unknown";
 }
 
+/// The MuScenario called `name` (as printed by to_string); throws std::invalid_argument.
+inline MuScenario parse_mu_scenario(const std::string& name) {
+    static constexpr MuScenario all[] = {MuScenario::PositiveDefinite,     MuScenario::NegativeDefinite,
+                                         MuScenario::PositiveSemidefinite, MuScenario::NegativeSemidefinite,
+                                         MuScenario::Indefinite,           MuScenario::Zero};
+    return detail::parse_enum(name, all, "mu scenario");
+}
+
 /// The prediction for one token.
 struct TokenPrediction {
-    Eigen::Index index = 0;  ///< 1-based token index l
+    Eigen::Index index = 0;  ///< 0-based token index (token x_{index+1} of the paper)
     TokenFate fate = TokenFate::Undetermined;
 };
 
@@ -110,7 +119,7 @@ void growing_fates(const VectorX<Scalar>& x, Scalar s, bool slow_known,
         else
             f = (slow_known || l == 0) ? TokenFate::DivergesSlowly : TokenFate::Grows;
         blown = blown || f == TokenFate::BlowsUp;
-        out.push_back({l + 1, f});
+        out.push_back({l, f});
     }
 }
 
@@ -128,10 +137,11 @@ void growing_fates(const VectorX<Scalar>& x, Scalar s, bool slow_known,
 /// the spectrum of the symmetric part of μ and what it implies for token 1.
 ///
 /// \param params the layer (validated here)
-/// \param x0 the flat D·L initial state (validated here)
-template <typename Scalar>
-Classification<Scalar> classify(const S6Params<Scalar>& params, const StateVector<Scalar>& x0) {
+/// \param tokens the initial tokens X(0), D×L or flat (see to_token_matrix; validated here)
+template <typename Scalar, typename Derived>
+Classification<Scalar> classify(const S6Params<Scalar>& params, const Eigen::MatrixBase<Derived>& tokens) {
     params.validate();
+    const StateVector<Scalar> x0 = to_state(tokens, params.dim());
     validate_tokens(params, x0);
     Classification<Scalar> c;
     c.mu = params.mu();
@@ -152,7 +162,7 @@ Classification<Scalar> classify(const S6Params<Scalar>& params, const StateVecto
         c.reason = zero_kernel ? "every S_C[n]·S_B[n] term vanishes: the layer is zero"
                                : "every token is 0 and stays there";
         for (Eigen::Index l = 0; l < L; ++l)
-            c.tokens.push_back({l + 1, all_zero ? TokenFate::StaysAtZero : TokenFate::Stays});
+            c.tokens.push_back({l, all_zero ? TokenFate::StaysAtZero : TokenFate::Stays});
         return c;
     }
 
@@ -170,8 +180,8 @@ Classification<Scalar> classify(const S6Params<Scalar>& params, const StateVecto
         c.reason += first == TokenFate::Converges ? ", so |x_1| decreases to 0"
                     : first == TokenFate::Grows   ? ", so |x_1| increases"
                                                   : "";
-        c.tokens.push_back({1, first});
-        for (Eigen::Index l = 1; l < L; ++l) c.tokens.push_back({l + 1, TokenFate::Undetermined});
+        c.tokens.push_back({0, first});
+        for (Eigen::Index l = 1; l < L; ++l) c.tokens.push_back({l, TokenFate::Undetermined});
         return c;
     }
 
@@ -179,7 +189,7 @@ Classification<Scalar> classify(const S6Params<Scalar>& params, const StateVecto
     const Scalar mu = c.mu(0, 0), s = params.S_Delta(0, 0), b = params.delta_bias(0);
     const Scalar x1 = x0(0);
     if (detail::first_token_fate(mu, s, x1) == TokenFate::BlowsUp)
-        c.first_token_blowup_time = first_token_blowup_time(mu, s, b, x1);
+        c.first_token_blowup_time = first_token_blowup_time(OneDimensional<Scalar>{mu, s, Scalar(1), b}, x1);
     const bool equal_decays = (params.A.array() == params.A(0, 0)).all();
     const VectorX<Scalar> mu_n = params.S_C.col(0).cwiseProduct(params.S_B.col(0));
     const bool kernel_nonpositive = (mu_n.array() <= 0).all();
@@ -201,11 +211,11 @@ Classification<Scalar> classify(const S6Params<Scalar>& params, const StateVecto
             c.reason = basis + ": mu < 0, every token tends to 0" +
                        (equal_decays ? " at rate t^(-1/2)" : "") + zeros;
             for (Eigen::Index l = 0; l < x0.size(); ++l)
-                c.tokens.push_back({l + 1, x0(l) == 0 ? TokenFate::StaysAtZero : TokenFate::Converges});
+                c.tokens.push_back({l, x0(l) == 0 ? TokenFate::StaysAtZero : TokenFate::Converges});
         } else if (mu == 0) {
             c.regime = Regime::Stationary;
             c.reason = basis + ": mu = 0, nothing moves";
-            for (Eigen::Index l = 0; l < x0.size(); ++l) c.tokens.push_back({l + 1, TokenFate::Stays});
+            for (Eigen::Index l = 0; l < x0.size(); ++l) c.tokens.push_back({l, TokenFate::Stays});
         } else {
             detail::growing_fates<Scalar>(x0, s, equal_decays, c.tokens);
             c.regime = some_self_blowing ? Regime::FastDivergence : Regime::SlowDivergence;
@@ -223,9 +233,9 @@ Classification<Scalar> classify(const S6Params<Scalar>& params, const StateVecto
                      "settled without the theorem's equal decays"
                    : "unequal decays with S_C[n]*S_B[n] of both signs: the kernel can change sign, "
                      "the monotonicity argument fails";
-    c.tokens.push_back({1, detail::first_token_fate(mu, s, x1)});
+    c.tokens.push_back({0, detail::first_token_fate(mu, s, x1)});
     for (Eigen::Index l = 1; l < x0.size(); ++l)
-        c.tokens.push_back({l + 1, x0(l) == 0 ? TokenFate::StaysAtZero : TokenFate::Undetermined});
+        c.tokens.push_back({l, x0(l) == 0 ? TokenFate::StaysAtZero : TokenFate::Undetermined});
     return c;
 }
 

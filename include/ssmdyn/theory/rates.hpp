@@ -9,11 +9,12 @@
 #include <cstddef>
 #include <limits>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "regime.hpp"
-#include "../integrate/simulate.hpp"
+#include "../integrate/status.hpp"
 #include "../core/state.hpp"
 
 namespace ssmdyn {
@@ -49,7 +50,7 @@ LineFit<Scalar> fit_line(const std::vector<Scalar>& u, const std::vector<Scalar>
 /// The rates of one token on the tail of a trajectory.
 template <typename Scalar = double>
 struct TokenRates {
-    Eigen::Index index = 0;  ///< 1-based token index
+    Eigen::Index index = 0;  ///< 0-based token index (token x_{index+1} of the paper)
     Scalar initial_magnitude = 0, final_magnitude = 0;  ///< |x_l| at the start and the end
     /// |x_l| ≈ c·t^p: slope = p (−1/2 for the 1-D convergence theorem).
     LineFit<Scalar> time_power;
@@ -78,9 +79,9 @@ struct Observation {
 /// every moving token smaller in norm than it started → convergence, larger → slow
 /// divergence (at this horizon: a later blow-up would not be seen), none moving →
 /// stationary; any other ending or a mix → undetermined. `reason` (optional) says why.
+/// \param r a result of simulate() (it carries its initial state and token dimension)
 template <typename Scalar>
-Regime observed_regime(const SimulateResult<Scalar>& r, const StateVector<Scalar>& x0,
-                       Eigen::Index dim, std::string* reason = nullptr) {
+Regime observed_regime(const SimulateResult<Scalar>& r, std::string* reason = nullptr) {
     auto say = [&](Regime g, const char* why) {
         if (reason) *reason = why;
         return g;
@@ -88,7 +89,7 @@ Regime observed_regime(const SimulateResult<Scalar>& r, const StateVector<Scalar
     if (r.status == Status::BlowUp) return say(Regime::FastDivergence, "the run blew up");
     if (r.status != Status::Completed)
         return say(Regime::Undetermined, "the run ended before t_end without a blow-up");
-    const auto X0 = token_matrix(x0, dim), X = token_matrix(r.x_final, dim);
+    const auto X0 = token_matrix(r.x_initial, r.dim), X = token_matrix(r.x_final, r.dim);
     const Scalar tol = Scalar(1e3) * std::numeric_limits<Scalar>::epsilon();
     int shrank = 0, grew = 0, still = 0;
     for (Eigen::Index l = 0; l < X0.cols(); ++l) {
@@ -110,22 +111,27 @@ Regime observed_regime(const SimulateResult<Scalar>& r, const StateVector<Scalar
 
 /// The observed regime and the rates of every token on the tail t ≥ tail_start·t_final
 /// of a recorded trajectory (record steps or, better, log-spaced output times).
-/// \param r a result of simulate() with a recorded trajectory
-/// \param x0 the initial state of that run
-/// \param dim the token dimension D
+/// With Record::Times the driver also keeps the accepted states between the last output
+/// time reached and an early end, so a blow-up's growth law can be fitted without knowing
+/// its time in advance.
+/// \param r a result of simulate() with a recorded trajectory (it carries x(0) and D)
 /// \param tail_start the fraction of t_final where the tail begins, in [0, 1)
 template <typename Scalar>
-Observation<Scalar> observe(const SimulateResult<Scalar>& r, const StateVector<Scalar>& x0,
-                            Eigen::Index dim, Scalar tail_start = Scalar(0.1)) {
+Observation<Scalar> observe(const SimulateResult<Scalar>& r, Scalar tail_start = Scalar(0.1)) {
+    if (!(tail_start >= 0 && tail_start < 1)) throw std::invalid_argument("tail_start must be in [0, 1)");
+    if (r.dim < 1 || r.x_initial.size() != r.x_final.size() || r.x_initial.size() % r.dim != 0)
+        throw std::invalid_argument("observe: the result carries no initial state of D*L entries (not from simulate?)");
+    const StateVector<Scalar>& x0 = r.x_initial;
+    const Eigen::Index dim = r.dim;
     Observation<Scalar> obs;
-    obs.regime = observed_regime(r, x0, dim, &obs.reason);
+    obs.regime = observed_regime(r, &obs.reason);
     const Eigen::Index L = x0.size() / dim;
     const Scalar t_end = r.t_final;
     obs.sqrt_t_first = std::sqrt(t_end) * token_matrix(r.x_final, dim).col(0).norm();
 
     for (Eigen::Index l = 0; l < L; ++l) {
         TokenRates<Scalar> tr;
-        tr.index = l + 1;
+        tr.index = l;
         tr.initial_magnitude = token_matrix(x0, dim).col(l).norm();
         tr.final_magnitude = token_matrix(r.x_final, dim).col(l).norm();
         std::vector<Scalar> log_t, log_log_t, log_x, ln_t, x;

@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "../core/detail/enum_names.hpp"
+
 namespace ssmdyn {
 
 /// What a system does (predicted by classify(), observed by observe()).
@@ -53,6 +55,21 @@ inline const char* to_string(TokenFate f) {
         case TokenFate::Undetermined: return "undetermined";
     }
     return "unknown";
+}
+
+/// The Regime called `name` (as printed by to_string); throws std::invalid_argument.
+inline Regime parse_regime(const std::string& name) {
+    static constexpr Regime all[] = {Regime::Convergence, Regime::SlowDivergence, Regime::FastDivergence,
+                                     Regime::Stationary, Regime::Undetermined};
+    return detail::parse_enum(name, all, "regime");
+}
+
+/// The TokenFate called `name` (as printed by to_string); throws std::invalid_argument.
+inline TokenFate parse_token_fate(const std::string& name) {
+    static constexpr TokenFate all[] = {TokenFate::StaysAtZero, TokenFate::Stays,   TokenFate::Converges,
+                                        TokenFate::Grows,       TokenFate::DivergesSlowly, TokenFate::BlowsUp,
+                                        TokenFate::Dragged,     TokenFate::Undetermined};
+    return detail::parse_enum(name, all, "token fate");
 }
 
 }  // namespace ssmdyn
