@@ -6,6 +6,7 @@
 #include "core/deep_model.hpp"
 #include "core/parallel_for.hpp"
 #include "core/params.hpp"
+#include "core/scan_derivatives.hpp"
 #include "core/selective_scan.hpp"
 #include "core/state.hpp"
 #include "core/step_size.hpp"

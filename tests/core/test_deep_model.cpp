@@ -97,3 +97,84 @@ TEST_CASE("deep model: invalid depth, step and token shapes are rejected") {
     bad(0, 1) = std::nan("");
     CHECK_THROWS_AS(ssmdyn::deep_forward(p, bad, o), std::invalid_argument);
 }
+
+TEST_CASE("deep_backward: exact gradients of a loss through K layers, against central differences") {
+    std::mt19937 rng(77);
+    for (bool gated : {false, true}) {
+        CAPTURE(gated);
+        const Eigen::Index D = 3, N = 2, L = 4;
+        const auto p = test::random_params(rng, D, N);
+        const Eigen::MatrixXd X0 = test::random_tokens(rng, D, L) / 2;
+        const Eigen::MatrixXd W = test::random_tokens(rng, D, L);  // loss = <W, X^(K)>
+        ssmdyn::DeepModelOptions<double> o;
+        o.depth = 5;
+        o.step = 0.3;
+        if (gated) {
+            o.layer.D_skip = Eigen::VectorXd::LinSpaced(D, 0.5, 1.0);
+            o.layer.gate = test::random_tokens(rng, D, L);
+        }
+        const auto g = ssmdyn::deep_backward(p, X0, o, W);
+        REQUIRE(g.forward.finite);
+        auto loss = [&](const ssmdyn::S6Params<double>& q, const Eigen::MatrixXd& X, const ssmdyn::DeepModelOptions<double>& oo) {
+            return (W.array() * ssmdyn::deep_forward(q, X, oo).tokens.array()).sum();
+        };
+        const double eps = 1e-6;
+        // d loss / d X0, entry by entry
+        Eigen::MatrixXd fd(D, L);
+        for (Eigen::Index i = 0; i < X0.size(); ++i) {
+            Eigen::MatrixXd plus = X0, minus = X0;
+            plus(i) += eps;
+            minus(i) -= eps;
+            fd(i) = (loss(p, plus, o) - loss(p, minus, o)) / (2 * eps);
+        }
+        CHECK(test::max_rel_err(g.tokens, fd) < 1e-6);
+        // d loss / d theta for every parameter matrix
+        auto check_param = [&](Eigen::MatrixXd ssmdyn::S6Params<double>::*field, const Eigen::MatrixXd& analytic) {
+            Eigen::MatrixXd numeric(analytic.rows(), analytic.cols());
+            for (Eigen::Index i = 0; i < numeric.size(); ++i) {
+                auto plus = p, minus = p;
+                (plus.*field)(i) += eps;
+                (minus.*field)(i) -= eps;
+                numeric(i) = (loss(plus, X0, o) - loss(minus, X0, o)) / (2 * eps);
+            }
+            CHECK(test::max_rel_err(analytic, numeric) < 1e-6);
+        };
+        check_param(&ssmdyn::S6Params<double>::S_B, g.params.S_B);
+        check_param(&ssmdyn::S6Params<double>::S_C, g.params.S_C);
+        check_param(&ssmdyn::S6Params<double>::S_Delta, g.params.S_Delta);
+        check_param(&ssmdyn::S6Params<double>::A, g.params.A);
+        Eigen::VectorXd numeric_bias(D);
+        for (Eigen::Index i = 0; i < D; ++i) {
+            auto plus = p, minus = p;
+            plus.delta_bias(i) += eps;
+            minus.delta_bias(i) -= eps;
+            numeric_bias(i) = (loss(plus, X0, o) - loss(minus, X0, o)) / (2 * eps);
+        }
+        CHECK(test::max_rel_err(g.params.delta_bias, numeric_bias) < 1e-6);
+        if (gated) {
+            Eigen::MatrixXd numeric_gate(D, L);
+            for (Eigen::Index i = 0; i < numeric_gate.size(); ++i) {
+                auto plus = o, minus = o;
+                plus.layer.gate(i) += eps;
+                minus.layer.gate(i) -= eps;
+                numeric_gate(i) = (loss(p, X0, plus) - loss(p, X0, minus)) / (2 * eps);
+            }
+            CHECK(test::max_rel_err(g.params.gate, numeric_gate) < 1e-6);
+        }
+    }
+}
+
+TEST_CASE("deep_backward: bad sizes and overflowing layers are refused") {
+    std::mt19937 rng(78);
+    const auto p = test::random_params(rng, 2, 2);
+    ssmdyn::DeepModelOptions<double> o;
+    o.depth = 2;
+    const Eigen::MatrixXd X0 = test::random_tokens(rng, 2, 3);
+    CHECK(test::message_of([&] { (void)ssmdyn::deep_backward(p, X0, o, Eigen::MatrixXd::Ones(2, 4)); })
+              .find("loss_gradient") != std::string::npos);
+    const auto blow = ssmdyn::S6Params<double>::one_dimensional({1.0, 1.0, 1.0, 0.0});
+    o.depth = 50;
+    o.step = 5.0;
+    CHECK(test::message_of([&] { (void)ssmdyn::deep_backward(blow, test::tokens({3.0, 2.0}), o, test::tokens({1.0, 1.0})); })
+              .find("overflowed") != std::string::npos);
+}

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "params.hpp"
+#include "scan_derivatives.hpp"
 #include "selective_scan.hpp"
 #include "state.hpp"
 #include "step_size.hpp"
@@ -74,6 +75,72 @@ DeepModelResult<Scalar> deep_forward(const S6Params<Scalar>& params,
         if (options.keep_layers) result.layers.push_back(result.tokens);
     }
     return result;
+}
+
+/// What deep_backward() returns: the gradient of a loss ℓ(X^{(K)}) with respect to the
+/// input tokens and to the parameters shared by every layer (summed over the layers).
+template <typename Scalar = double>
+struct DeepModelGradient {
+    /// ∂ℓ/∂X^{(0)}, D×L.
+    MatrixX<Scalar> tokens;
+    /// ∂ℓ/∂θ for the shared S6 parameters (and the skip weights and gates, with those options).
+    S6Gradients<Scalar> params;
+    /// The forward pass the gradient belongs to (tokens of the last layer, whether finite).
+    DeepModelResult<Scalar> forward;
+};
+
+/// Exact backpropagation through the deep residual model: with X^{(k+1)} = X^{(k)} +
+/// h·S6(X^{(k)}) and a loss ℓ whose gradient at X^{(K)} is `loss_gradient`, returns
+/// ∂ℓ/∂X^{(0)} and ∂ℓ/∂θ by the chain rule through every layer, each layer's transpose
+/// applied by selective_scan_vjp:
+/// \f[ g^{(k)} = g^{(k+1)} + h\,(\partial S6/\partial X)^\top(X^{(k)})\, g^{(k+1)},\qquad
+///     \partial\ell/\partial\theta = \sum_k h\,(\partial S6/\partial\theta)^\top(X^{(k)})\, g^{(k+1)} . \f]
+/// Memory: the K + 1 layers' tokens (K·D·L numbers). A gate (options.layer.gate) is the
+/// same input z for every layer, so its gradient is summed over the layers too.
+/// \param loss_gradient ∂ℓ/∂X^{(K)}, D×L or flat
+/// \throws std::invalid_argument as deep_forward, when loss_gradient's size differs from
+///   the tokens', or when a layer overflows (there is then no gradient to give)
+template <typename Scalar, typename Derived, typename GDerived, typename StepSizeMap = Softplus>
+DeepModelGradient<Scalar> deep_backward(const S6Params<Scalar>& params, const Eigen::MatrixBase<Derived>& X0,
+                                        const DeepModelOptions<Scalar>& options,
+                                        const Eigen::MatrixBase<GDerived>& loss_gradient, const StepSizeMap& phi = {}) {
+    DeepModelOptions<Scalar> keep = options;
+    keep.keep_layers = true;
+    DeepModelGradient<Scalar> out;
+    out.forward = deep_forward(params, X0, keep, phi);
+    if (!out.forward.finite)
+        throw std::invalid_argument("deep_backward: layer " + std::to_string(out.forward.layers_completed + 1) +
+                                    " overflowed; there is no gradient to give");
+    const MatrixX<Scalar>& XK = out.forward.tokens;
+    out.tokens = to_token_matrix(loss_gradient, params.dim(), "loss_gradient");
+    if (out.tokens.cols() != XK.cols())
+        throw std::invalid_argument("loss_gradient has " + std::to_string(out.tokens.cols()) + " tokens, expected L = " +
+                                    std::to_string(XK.cols()));
+    S6Gradients<Scalar>& total = out.params;
+    total.S_B = MatrixX<Scalar>::Zero(params.S_B.rows(), params.S_B.cols());
+    total.S_C = MatrixX<Scalar>::Zero(params.S_C.rows(), params.S_C.cols());
+    total.S_Delta = MatrixX<Scalar>::Zero(params.S_Delta.rows(), params.S_Delta.cols());
+    total.delta_bias = VectorX<Scalar>::Zero(params.delta_bias.size());
+    total.A = MatrixX<Scalar>::Zero(params.A.rows(), params.A.cols());
+    total.D_skip = VectorX<Scalar>::Zero(options.layer.D_skip.size());
+    total.gate = MatrixX<Scalar>::Zero(options.layer.gate.rows(), options.layer.gate.cols());
+
+    S6Gradients<Scalar> layer;
+    MatrixX<Scalar> gY(XK.rows(), XK.cols()), gX(XK.rows(), XK.cols());
+    for (Eigen::Index k = options.depth; k-- > 0;) {
+        gY = options.step * out.tokens;  // ∂ℓ/∂(S6 output of layer k) = h·g^{(k+1)}
+        selective_scan_vjp(params, phi, out.forward.layers[static_cast<std::size_t>(k)], gY, gX, layer, options.layer);
+        out.tokens += gX;
+        total.S_B += layer.S_B;
+        total.S_C += layer.S_C;
+        total.S_Delta += layer.S_Delta;
+        total.delta_bias += layer.delta_bias;
+        total.A += layer.A;
+        if (total.D_skip.size()) total.D_skip += layer.D_skip;
+        if (total.gate.size()) total.gate += layer.gate;
+    }
+    if (!options.keep_layers) out.forward.layers.clear();
+    return out;
 }
 
 }  // namespace ssmdyn

@@ -13,7 +13,12 @@
 /// };
 /// ssmdyn::SelectiveSystem<double, Exponential> sys(params);
 /// \endcode
+///
+/// The derivatives of the scan (selective_scan_jvp, selective_scan_vjp) also need
+/// `Scalar derivative(Scalar z) const` = φ'(z), and use an array form
+/// `vectorized_derivative` the same way when the map has one (Softplus has both).
 
+#include <cmath>
 #include <type_traits>
 #include <utility>
 
@@ -35,6 +40,27 @@ struct Softplus {
     /// Entrywise softplus of an Eigen array expression, vectorised (see detail::softplus_op).
     template <typename Derived>
     auto vectorized(const Eigen::ArrayBase<Derived>& z) const;
+
+    /// The derivative softplus'(z) = sigmoid(z) = 1 / (1 + e^{−z}), computed with
+    /// t = e^{−|z|} ≤ 1 as \f$ t/(1+t) \f$ for z < 0 and \f$ 1/(1+t) \f$ for z ≥ 0: no
+    /// overflow, and full relative precision for very negative z (where it equals e^z).
+    /// The derivatives of the scan need it (scan_derivatives.hpp).
+    template <typename Scalar>
+    Scalar derivative(Scalar z) const {
+        using std::exp;
+        const Scalar t = exp(z < Scalar(0) ? z : -z);
+        return (z < Scalar(0) ? t : Scalar(1)) / (Scalar(1) + t);
+    }
+
+    /// Entrywise sigmoid of an Eigen array expression, vectorised: 1 / (1 + e^{−z}) with one
+    /// SIMD exponential. In double it equals derivative() to a few ulp for z ≥ −708; below
+    /// that both are under 1e-307 (Eigen's exp saturates at the largest finite double, so this form gives
+    /// at most 6e-309 where the scalar form gives e^z).
+    template <typename Derived>
+    auto vectorized_derivative(const Eigen::ArrayBase<Derived>& z) const {
+        using Scalar = typename Derived::Scalar;
+        return (Scalar(1) + (-z).exp()).inverse();
+    }
 };
 
 /// Free function form of Softplus.

@@ -114,6 +114,44 @@ void scan_token(Scalar* h, const Scalar* A, Eigen::Index lda, const Scalar* delt
     }
 }
 
+/// Lane operations for kernels written once and run twice (scan_derivatives.hpp): on
+/// Eigen's SIMD packets for the channels that fill whole packets, then on plain scalars for
+/// the rest (the same split as scan_token). ScalarLanes is the scalar instance, which needs
+/// nothing from Eigen's internals.
+template <typename Scalar>
+struct ScalarLanes {
+    using Packet = Scalar;
+    static constexpr Eigen::Index size = 1;
+    static Packet load(const Scalar* p) { return *p; }
+    static void store(Scalar* p, const Packet& v) { *p = v; }
+    static Packet set1(Scalar v) { return v; }
+    static Packet add(const Packet& a, const Packet& b) { return a + b; }
+    static Packet mul(const Packet& a, const Packet& b) { return a * b; }
+    static Packet madd(const Packet& a, const Packet& b, const Packet& c) { return a * b + c; }
+    static Packet exp(const Packet& a) {
+        using std::exp;
+        return exp(a);
+    }
+    static Scalar sum(const Packet& a) { return a; }
+};
+
+#if SSMDYN_EIGEN_PACKETS
+/// The packet instance of the lane operations.
+template <typename Scalar>
+struct PacketLanes {
+    using Packet = typename Eigen::internal::packet_traits<Scalar>::type;
+    static constexpr Eigen::Index size = Eigen::internal::packet_traits<Scalar>::size;
+    static Packet load(const Scalar* p) { return Eigen::internal::ploadu<Packet>(p); }
+    static void store(Scalar* p, const Packet& v) { Eigen::internal::pstoreu(p, v); }
+    static Packet set1(Scalar v) { return Eigen::internal::pset1<Packet>(v); }
+    static Packet add(const Packet& a, const Packet& b) { return Eigen::internal::padd(a, b); }
+    static Packet mul(const Packet& a, const Packet& b) { return Eigen::internal::pmul(a, b); }
+    static Packet madd(const Packet& a, const Packet& b, const Packet& c) { return Eigen::internal::pmadd(a, b, c); }
+    static Packet exp(const Packet& a) { return Eigen::internal::pexp(a); }
+    static Scalar sum(const Packet& a) { return Eigen::internal::predux(a); }
+};
+#endif
+
 }  // namespace ssmdyn::detail
 
 #if SSMDYN_EIGEN_PACKETS
