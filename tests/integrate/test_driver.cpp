@@ -42,8 +42,8 @@ private:
 // Token 1 of the 1-D system sees only itself, so its solution is known in implicit form
 // (test::token1_time) and its blow-up time by quadrature (test::token1_blowup_time).
 const double conv_mu = -0.8, conv_s = 0.7, conv_b = 0.3;
-System converging() { return System(ssmdyn::S6Params<double>::one_dimensional(conv_mu, conv_s, 1.0, conv_b)); }
-System blowing_up() { return System(ssmdyn::S6Params<double>::one_dimensional(1.0, 0.5, 1.0)); }
+System converging() { return System(ssmdyn::S6Params<double>::one_dimensional({conv_mu, conv_s, 1.0, conv_b})); }
+System blowing_up() { return System(ssmdyn::S6Params<double>::one_dimensional({1.0, 0.5, 1.0})); }
 State blowup_tokens() { return tokens({1.0, -0.5, 0.25}); }
 
 /// Every recorded state's token 1 is where the quadrature says it is at that time.
@@ -316,7 +316,7 @@ struct NanBelowHalf {
 }  // namespace
 
 TEST_CASE("driver: a NaN-producing right-hand side ends with non_finite on a usable state") {
-    const ssmdyn::SelectiveSystem<double, NanPast2> bad(ssmdyn::S6Params<double>::one_dimensional(1.0, 1.0, 1.0));
+    const ssmdyn::SelectiveSystem<double, NanPast2> bad(ssmdyn::S6Params<double>::one_dimensional({1.0, 1.0, 1.0}));
     const State x0 = tokens({1.0, 0.5});
     Options o;
     auto check = [&](const ssmdyn::SimulateResult<double>& r) {
@@ -343,7 +343,7 @@ TEST_CASE("driver: a NaN-producing right-hand side ends with non_finite on a usa
     }
     SECTION("fixed step: the step cannot shrink, the run stops before the bad step") {
         const ssmdyn::SelectiveSystem<double, NanBelowHalf> shrinking(
-            ssmdyn::S6Params<double>::one_dimensional(-1.0, 1.0, 1.0));
+            ssmdyn::S6Params<double>::one_dimensional({-1.0, 1.0, 1.0}));
         Steppers::rk4 stepper;
         o.dt = 0.01;
         const auto r = ssmdyn::integrate_guarded(stepper, shrinking, tokens({1.0, 0.9}), 100.0, o);

@@ -22,7 +22,7 @@ Options tight(Stepper s = Stepper::Dopri5) {
 
 TEST_CASE("1-D convergence: token 1 follows its quadrature solution") {
     const double mu = -0.8, s = 0.7, a = 1.0, b = 0.3;
-    const System sys(ssmdyn::S6Params<double>::one_dimensional(mu, s, a, b));
+    const System sys(ssmdyn::S6Params<double>::one_dimensional({mu, s, a, b}));
     for (double x1 : {1.3, -0.9}) {
         const auto r = ssmdyn::simulate(sys, tokens({x1, 0.5, -2.0}), 20.0, tight());
         REQUIRE(r.status == Status::Completed);
@@ -41,7 +41,7 @@ TEST_CASE("1-D fast divergence: the blow-up time matches the quadrature T*") {
     for (Case c : {Case{1.0, 0.5, 0.0, 1.0}, Case{0.3, 2.0, -1.0, 0.4}, Case{2.0, 0.0, 0.5, -0.7},
                    Case{0.5, -1.0, 0.2, -1.5}}) {
         CAPTURE(c.mu, c.s, c.b, c.x1);
-        const System sys(ssmdyn::S6Params<double>::one_dimensional(c.mu, c.s, 1.0, c.b));
+        const System sys(ssmdyn::S6Params<double>::one_dimensional({c.mu, c.s, 1.0, c.b}));
         const double T_star = test::token1_blowup_time(c.mu, c.s, c.b, c.x1);
         for (Stepper st : {Stepper::Dopri5, Stepper::Fehlberg78, Stepper::BulirschStoer}) {
             CAPTURE(ssmdyn::to_string(st));
@@ -59,7 +59,7 @@ TEST_CASE("1-D fast divergence: the blow-up time matches the quadrature T*") {
 
 TEST_CASE("s = 0 blow-up has the closed form T* = 1 / (2 mu softplus(b) x0^2)") {
     const double mu = 0.6, b = -0.4, x0 = 0.8;
-    const System sys(ssmdyn::S6Params<double>::one_dimensional(mu, 0.0, 2.0, b));
+    const System sys(ssmdyn::S6Params<double>::one_dimensional({mu, 0.0, 2.0, b}));
     const double T_star = 1.0 / (2 * mu * ssmdyn::softplus(b) * x0 * x0);
     const auto r = ssmdyn::simulate(sys, tokens({x0}), 5.0, tight());
     REQUIRE(r.status == Status::BlowUp);
@@ -67,7 +67,7 @@ TEST_CASE("s = 0 blow-up has the closed form T* = 1 / (2 mu softplus(b) x0^2)") 
 }
 
 TEST_CASE("blow-up is caught by step-size collapse when the norm bound is out of reach") {
-    const System sys(ssmdyn::S6Params<double>::one_dimensional(1.0, 0.0, 1.0, 0.0));
+    const System sys(ssmdyn::S6Params<double>::one_dimensional({1.0, 0.0, 1.0, 0.0}));
     Options o = tight();
     o.blowup_norm = std::numeric_limits<double>::max();
     const auto r = ssmdyn::simulate(sys, tokens({1.0}), 5.0, o);
@@ -143,7 +143,7 @@ TEST_CASE("the RMS error norm solves to its tolerance and never takes more steps
 }
 
 TEST_CASE("rk4 is fourth order: halving the step divides the error by 16") {
-    const System sys(ssmdyn::S6Params<double>::one_dimensional(-1.0, 0.5, 1.0, 0.0));
+    const System sys(ssmdyn::S6Params<double>::one_dimensional({-1.0, 0.5, 1.0, 0.0}));
     const State x0 = tokens({2.0, -1.0, 1.5});
     const auto ref = ssmdyn::simulate(sys, x0, 1.0, tight(Stepper::Fehlberg78));
     auto error = [&](double dt) {
@@ -161,7 +161,7 @@ TEST_CASE("rk4 is fourth order: halving the step divides the error by 16") {
 }
 
 TEST_CASE("recorded steps are strictly increasing in time and end at t_end once") {
-    const System sys(ssmdyn::S6Params<double>::one_dimensional(-1.0, 0.5, 1.0, 0.0));
+    const System sys(ssmdyn::S6Params<double>::one_dimensional({-1.0, 0.5, 1.0, 0.0}));
     for (Stepper st : {Stepper::Dopri5, Stepper::Rk4}) {
         Options o;
         o.stepper = st;
@@ -177,7 +177,7 @@ TEST_CASE("recorded steps are strictly increasing in time and end at t_end once"
 }
 
 TEST_CASE("requested output times are hit exactly") {
-    const System sys(ssmdyn::S6Params<double>::one_dimensional(-1.0, 0.5, 1.0, 0.0));
+    const System sys(ssmdyn::S6Params<double>::one_dimensional({-1.0, 0.5, 1.0, 0.0}));
     const State x0 = tokens({1.0, 2.0});
     Options o = tight();
     o.record = ssmdyn::Record::Times;
@@ -196,7 +196,7 @@ TEST_CASE("requested output times are hit exactly") {
 }
 
 TEST_CASE("statuses: step budget, non-finite right-hand side, step-size underflow") {
-    const System converging(ssmdyn::S6Params<double>::one_dimensional(-1.0, 0.5, 1.0, 0.0));
+    const System converging(ssmdyn::S6Params<double>::one_dimensional({-1.0, 0.5, 1.0, 0.0}));
     Options o;
     o.max_steps = 3;
     const auto r = ssmdyn::simulate(converging, tokens({1.0, 2.0}), 100.0, o);
@@ -211,7 +211,7 @@ TEST_CASE("statuses: step budget, non-finite right-hand side, step-size underflo
         }
     };
     const ssmdyn::SelectiveSystem<double, NanPast2> bad(
-        ssmdyn::S6Params<double>::one_dimensional(1.0, 1.0, 1.0, 0.0));
+        ssmdyn::S6Params<double>::one_dimensional({1.0, 1.0, 1.0, 0.0}));
     const auto rb = ssmdyn::simulate(bad, tokens({1.0, 0.5}), 10.0);
     CHECK(rb.status == Status::NonFinite);
     CHECK(rb.x_final.allFinite());
@@ -234,7 +234,7 @@ TEST_CASE("statuses: step budget, non-finite right-hand side, step-size underflo
 }
 
 TEST_CASE("invalid options and initial states throw std::invalid_argument") {
-    const System sys(ssmdyn::S6Params<double>::one_dimensional(-1.0, 0.5, 1.0, 0.0));
+    const System sys(ssmdyn::S6Params<double>::one_dimensional({-1.0, 0.5, 1.0, 0.0}));
     const State x0 = tokens({1.0});
     Options o;
     CHECK_THROWS_AS(ssmdyn::simulate(sys, x0, -1.0, o), std::invalid_argument);
@@ -275,7 +275,7 @@ TEST_CASE("x0 may be the flat state, the D x L token matrix, or any Eigen expres
     CHECK(ssmdyn::simulate(sys, X0, 1.0).dim == 2);
 
     // One-dimensional tokens as a 1 x L row.
-    const System one_d(ssmdyn::S6Params<double>::one_dimensional(-1.0, 0.5, 1.0, 0.0));
+    const System one_d(ssmdyn::S6Params<double>::one_dimensional({-1.0, 0.5, 1.0, 0.0}));
     const Eigen::RowVector3d row(1.0, -0.5, 2.0);
     CHECK(ssmdyn::simulate(one_d, row, 1.0).x_final == ssmdyn::simulate(one_d, tokens({1.0, -0.5, 2.0}), 1.0).x_final);
 
@@ -292,7 +292,7 @@ TEST_CASE("x0 may be the flat state, the D x L token matrix, or any Eigen expres
 }
 
 TEST_CASE("simulate works in float, the Scalar coming from x0") {
-    const ssmdyn::SelectiveSystem<float> sys(ssmdyn::S6Params<float>::one_dimensional(1.0f, 0.0f, 2.0f, -0.4f));
+    const ssmdyn::SelectiveSystem<float> sys(ssmdyn::S6Params<float>::one_dimensional({1.0f, 0.0f, 2.0f, -0.4f}));
     ssmdyn::SimulateOptions<float> o;
     o.rtol = 1e-6f;
     o.atol = 1e-7f;

@@ -108,12 +108,6 @@ struct S6Params {
         return p;
     }
 
-    /// Transitional: the four numbers in the order of OneDimensional (removed once every
-    /// caller names them).
-    static S6Params one_dimensional(Scalar mu, Scalar s, Scalar a, Scalar b = Scalar(0)) {
-        return one_dimensional(OneDimensional<Scalar>{mu, s, a, b});
-    }
-
     /// Throws std::invalid_argument naming the field and the problem when a shape is
     /// inconsistent, an entry is not finite, or an entry of A is not strictly negative.
     void validate() const {

@@ -71,7 +71,7 @@ StateVector<typename Derived::Scalar> initial_state(const System& system, const 
 /// (every trial state is checked), and says how it ended in SimulateResult::status.
 ///
 /// \code
-/// const ssmdyn::SelectiveSystem<double> system(ssmdyn::S6Params<double>::one_dimensional(1.0, 0.5, 1.0));
+/// const ssmdyn::SelectiveSystem<double> system(ssmdyn::S6Params<double>::one_dimensional({1.0, 0.5, 1.0}));
 /// Eigen::RowVector3d tokens(1.0, -0.5, 0.25);   // 1×L: D = 1 row, column l = token l
 /// const auto r = ssmdyn::simulate(system, tokens, 10.0);
 /// \endcode

@@ -67,10 +67,4 @@ std::optional<Scalar> first_token_blowup_time(const OneDimensional<Scalar>& syst
     return *integral / mu;
 }
 
-/// Transitional: the numbers of OneDimensional (removed once every caller names them).
-template <typename Scalar, typename StepSizeMap = Softplus>
-std::optional<Scalar> first_token_blowup_time(Scalar mu, Scalar s, Scalar b, Scalar x1, const StepSizeMap& phi = {}) {
-    return first_token_blowup_time(OneDimensional<Scalar>{mu, s, Scalar(1), b}, x1, phi);
-}
-
 }  // namespace ssmdyn
