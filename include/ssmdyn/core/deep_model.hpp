@@ -116,28 +116,14 @@ DeepModelGradient<Scalar> deep_backward(const S6Params<Scalar>& params, const Ei
     if (out.tokens.cols() != XK.cols())
         throw std::invalid_argument("loss_gradient has " + std::to_string(out.tokens.cols()) + " tokens, expected L = " +
                                     std::to_string(XK.cols()));
-    S6Gradients<Scalar>& total = out.params;
-    total.S_B = MatrixX<Scalar>::Zero(params.S_B.rows(), params.S_B.cols());
-    total.S_C = MatrixX<Scalar>::Zero(params.S_C.rows(), params.S_C.cols());
-    total.S_Delta = MatrixX<Scalar>::Zero(params.S_Delta.rows(), params.S_Delta.cols());
-    total.delta_bias = VectorX<Scalar>::Zero(params.delta_bias.size());
-    total.A = MatrixX<Scalar>::Zero(params.A.rows(), params.A.cols());
-    total.D_skip = VectorX<Scalar>::Zero(options.layer.D_skip.size());
-    total.gate = MatrixX<Scalar>::Zero(options.layer.gate.rows(), options.layer.gate.cols());
-
+    out.params = S6Gradients<Scalar>::zeros_like(params, options.layer);
     S6Gradients<Scalar> layer;
     MatrixX<Scalar> gY(XK.rows(), XK.cols()), gX(XK.rows(), XK.cols());
     for (Eigen::Index k = options.depth; k-- > 0;) {
         gY = options.step * out.tokens;  // ∂ℓ/∂(S6 output of layer k) = h·g^{(k+1)}
         selective_scan_vjp(params, phi, out.forward.layers[static_cast<std::size_t>(k)], gY, gX, layer, options.layer);
         out.tokens += gX;
-        total.S_B += layer.S_B;
-        total.S_C += layer.S_C;
-        total.S_Delta += layer.S_Delta;
-        total.delta_bias += layer.delta_bias;
-        total.A += layer.A;
-        if (total.D_skip.size()) total.D_skip += layer.D_skip;
-        if (total.gate.size()) total.gate += layer.gate;
+        out.params.add(layer);
     }
     if (!options.keep_layers) out.forward.layers.clear();
     return out;

@@ -46,6 +46,32 @@ struct S6Gradients {
     VectorX<Scalar> D_skip;
     /// D×L, gradient with respect to the gate input z; empty when the layer has no gate.
     MatrixX<Scalar> gate;
+
+    /// Zero gradients shaped like `params` (and like the skip and gate of `options`), to
+    /// accumulate into.
+    static S6Gradients zeros_like(const S6Params<Scalar>& params, const LayerOptions<Scalar>& options = {}) {
+        S6Gradients g;
+        g.S_B = MatrixX<Scalar>::Zero(params.S_B.rows(), params.S_B.cols());
+        g.S_C = MatrixX<Scalar>::Zero(params.S_C.rows(), params.S_C.cols());
+        g.S_Delta = MatrixX<Scalar>::Zero(params.S_Delta.rows(), params.S_Delta.cols());
+        g.delta_bias = VectorX<Scalar>::Zero(params.delta_bias.size());
+        g.A = MatrixX<Scalar>::Zero(params.A.rows(), params.A.cols());
+        g.D_skip = VectorX<Scalar>::Zero(options.D_skip.size());
+        g.gate = MatrixX<Scalar>::Zero(options.gate.rows(), options.gate.cols());
+        return g;
+    }
+
+    /// *this += weight · other, field by field (both shaped alike, as zeros_like makes them).
+    S6Gradients& add(const S6Gradients& other, Scalar weight = Scalar(1)) {
+        S_B += weight * other.S_B;
+        S_C += weight * other.S_C;
+        S_Delta += weight * other.S_Delta;
+        delta_bias += weight * other.delta_bias;
+        A += weight * other.A;
+        if (D_skip.size()) D_skip += weight * other.D_skip;
+        if (gate.size()) gate += weight * other.gate;
+        return *this;
+    }
 };
 
 namespace detail {
