@@ -30,6 +30,8 @@
 #include <ssmdyn/core/scan_derivatives.hpp>
 #include <ssmdyn/core/selective_scan.hpp>
 
+#include "random_layer.hpp"
+
 namespace {
 
 constexpr Eigen::Index kD = 16, kN = 16;
@@ -44,25 +46,11 @@ struct Problem {
 /// and tokens, direction and output gradient with entries N(0, 1).
 Problem make_problem(Eigen::Index L) {
     std::mt19937 rng(kSeed);
-    std::normal_distribution<double> gauss(0.0, 1.0);
-    std::uniform_real_distribution<double> decay(0.1, 2.0);
-    auto random = [&](Eigen::Index rows, Eigen::Index cols, double scale) {
-        Eigen::MatrixXd m(rows, cols);
-        for (Eigen::Index i = 0; i < m.size(); ++i) m(i) = scale * gauss(rng);
-        return m;
-    };
-    const double s = 1.0 / std::sqrt(double(kD));
     Problem p;
-    p.params.S_B = random(kN, kD, s);
-    p.params.S_C = random(kN, kD, s);
-    p.params.S_Delta = random(kD, kD, s);
-    p.params.delta_bias = random(kD, 1, s);
-    p.params.A.resize(kD, kN);
-    for (Eigen::Index i = 0; i < p.params.A.size(); ++i) p.params.A(i) = -decay(rng);
-    p.params.validate();
-    p.X = random(kD, L, 1.0);
-    p.V = random(kD, L, 1.0);
-    p.W = random(kD, L, 1.0);
+    p.params = bench::random_layer(rng, kD, kN);
+    p.X = bench::gaussian(rng, kD, L);
+    p.V = bench::gaussian(rng, kD, L);
+    p.W = bench::gaussian(rng, kD, L);
     return p;
 }
 

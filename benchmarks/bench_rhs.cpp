@@ -35,6 +35,8 @@
 #include <ssmdyn/core/state.hpp>
 #include <ssmdyn/core/system.hpp>
 
+#include "random_layer.hpp"
+
 namespace {
 
 constexpr Eigen::Index kD = 16, kN = 16;
@@ -57,26 +59,13 @@ enum class Decays {
 /// problem are the first tokens of a longer one.
 Problem make_problem(Eigen::Index L, Decays decays = Decays::General) {
     std::mt19937 rng(kSeed);
-    std::normal_distribution<double> gauss(0.0, 1.0);
-    std::uniform_real_distribution<double> decay(0.1, 2.0);
-    auto random = [&](Eigen::Index rows, Eigen::Index cols, double scale) {
-        Eigen::MatrixXd m(rows, cols);
-        for (Eigen::Index i = 0; i < m.size(); ++i) m(i) = scale * gauss(rng);
-        return m;
-    };
-    const double s = 1.0 / std::sqrt(double(kD));
     Problem p;
-    p.params.S_B = random(kN, kD, s);
-    p.params.S_C = random(kN, kD, s);
-    p.params.S_Delta = random(kD, kD, s);
-    p.params.delta_bias = random(kD, 1, s);
-    p.params.A.resize(kD, kN);
-    for (Eigen::Index i = 0; i < p.params.A.size(); ++i) p.params.A(i) = -decay(rng);
+    p.params = bench::random_layer(rng, kD, kN);
     for (Eigen::Index n = 0; n < kN; ++n)
         if (decays == Decays::Harmonic) p.params.A.col(n).setConstant(-double(n + 1));
         else if (decays == Decays::Equal) p.params.A.col(n) = p.params.A.col(0);
     p.params.validate();
-    p.X = random(kD, L, 1.0);
+    p.X = bench::gaussian(rng, kD, L);
     return p;
 }
 
