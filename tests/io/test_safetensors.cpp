@@ -850,3 +850,11 @@ TEST_CASE("safetensors: truncated and corrupted files throw invalid_argument and
     CHECK(failed > 500);
     CHECK(accepted > 0);  // e.g. flips inside the data section or padding
 }
+
+TEST_CASE("safetensors: parse_dtype inverts to_string for every dtype") {
+    using ssmdyn::DType;
+    for (DType t : {DType::F64, DType::F32, DType::F16, DType::BF16, DType::I64, DType::I32, DType::I16, DType::I8,
+                    DType::U64, DType::U32, DType::U16, DType::U8, DType::Bool, DType::F8E5M2, DType::F8E4M3})
+        CHECK(ssmdyn::parse_dtype(ssmdyn::to_string(t)) == t);
+    CHECK(test::message_of([] { (void)ssmdyn::parse_dtype("f32"); }).find("dtype 'f32' is unknown; use F64") == 0);
+}

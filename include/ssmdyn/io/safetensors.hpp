@@ -40,6 +40,7 @@
 #include <Eigen/Core>
 #include <nlohmann/json.hpp>
 
+#include "../core/detail/enum_names.hpp"
 #include "../core/state.hpp"
 
 namespace ssmdyn {
@@ -85,6 +86,17 @@ inline std::size_t dtype_size(DType t) {
 /// Whether values of this dtype convert to and from double here (F64, F32, F16, BF16).
 inline bool is_supported(DType t) {
     return t == DType::F64 || t == DType::F32 || t == DType::F16 || t == DType::BF16;
+}
+
+/// The dtype's name (to_string for every enum of the library; the same as dtype_name).
+inline const char* to_string(DType t) { return dtype_name(t); }
+
+/// The DType called `name` (as written in a header, e.g. "BF16"); throws std::invalid_argument.
+inline DType parse_dtype(const std::string& name) {
+    static constexpr DType all[] = {DType::F64, DType::F32, DType::F16, DType::BF16, DType::I64,
+                                    DType::I32, DType::I16, DType::I8,  DType::U64,  DType::U32,
+                                    DType::U16, DType::U8,  DType::Bool, DType::F8E5M2, DType::F8E4M3};
+    return detail::parse_enum(name, all, "dtype");
 }
 
 namespace detail {
