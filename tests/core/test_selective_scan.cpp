@@ -185,3 +185,28 @@ TEST_CASE("token matrices of the wrong shape are refused, not read out of bounds
         CHECK(ssmdyn::parse_discretization(ssmdyn::to_string(d)) == d);
     CHECK_THROWS_AS(ssmdyn::parse_discretization("zoh"), std::invalid_argument);
 }
+
+TEST_CASE("the layer takes the flat state as well, and gives the flat state back") {
+    std::mt19937 rng(8);
+    const auto p = test::random_params(rng, 3, 2);
+    const Eigen::MatrixXd X = test::random_tokens(rng, 3, 5);
+    Eigen::MatrixXd Y(3, 5);
+    ssmdyn::selective_scan(p, X, Y);
+    const ssmdyn::StateVector<double> flat = ssmdyn::to_state(X);
+    ssmdyn::StateVector<double> y(15);
+    ssmdyn::selective_scan(p, flat, y);
+    CHECK(y == ssmdyn::to_state(Y));
+    ssmdyn::StateVector<double> short_y(14);
+    CHECK(test::message_of([&] { ssmdyn::selective_scan(p, flat, short_y); }).find("Y must be one too") !=
+          std::string::npos);
+}
+
+TEST_CASE("one-dimensional tokens as a flat vector of L numbers") {
+    const auto p = ssmdyn::S6Params<double>::one_dimensional({0.7, 0.5, 1.0, 0.1});
+    const ssmdyn::StateVector<double> x = test::tokens({1.0, -0.5, 2.0});
+    ssmdyn::StateVector<double> y(3);
+    ssmdyn::selective_scan(p, x, y);
+    Eigen::MatrixXd Y(1, 3);
+    ssmdyn::selective_scan(p, Eigen::MatrixXd(x.transpose()), Y);
+    CHECK(y == Y.transpose());
+}

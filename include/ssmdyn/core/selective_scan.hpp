@@ -104,8 +104,8 @@ struct LayerOptions {
 ///
 /// \param params  the layer (assumed valid: see S6Params::validate)
 /// \param phi     the step-size map (see step_size.hpp)
-/// \param X       D×L tokens, column l is token l (a flat state: view it with token_matrix)
-/// \param Y       D×L output, written; may not alias X
+/// \param X       D×L tokens, column l is token l, or the flat state (length D·L)
+/// \param Y       the output in the same form as X, written; may not alias X
 /// \param options discretisation, skip and gate (sizes checked: std::invalid_argument)
 template <typename Scalar, typename StepSizeMap, typename XDerived, typename YDerived>
 void selective_scan(const S6Params<Scalar>& params, const StepSizeMap& phi,
@@ -113,6 +113,19 @@ void selective_scan(const S6Params<Scalar>& params, const StepSizeMap& phi,
                     const LayerOptions<Scalar>& options) {
     auto& Y = const_cast<Eigen::MatrixBase<YDerived>&>(Y_);  // Eigen's idiom for writable expressions
     const Eigen::Index n_state = params.state_dim(), D = params.dim();
+    if (D >= 1 && X.rows() != D && X.cols() == 1 && X.rows() % D == 0) {
+        // Flat state in, flat state out: through D×L copies (the ODE's system maps its state
+        // without copying and never comes this way).
+        if (Y.rows() != X.rows() || Y.cols() != 1)
+            throw std::invalid_argument("selective_scan: X is a flat state of " + std::to_string(X.rows()) +
+                                        " entries, so Y must be one too; Y is " + std::to_string(Y.rows()) + "x" +
+                                        std::to_string(Y.cols()));
+        const MatrixX<Scalar> tokens = to_token_matrix(X, D, "X");
+        MatrixX<Scalar> out(D, tokens.cols());
+        selective_scan(params, phi, tokens, out, options);
+        Y = Eigen::Map<const VectorX<Scalar>>(out.data(), out.size());
+        return;
+    }
     if (X.rows() != D || Y.rows() != X.rows() || Y.cols() != X.cols())
         throw std::invalid_argument("selective_scan: X is " + std::to_string(X.rows()) + "x" +
                                     std::to_string(X.cols()) + " and Y " + std::to_string(Y.rows()) + "x" +
