@@ -360,12 +360,7 @@ public:
         : m_system(system), m_tab(std::move(tableau)), m_dim(system.dim()) {
         const auto s = static_cast<std::size_t>(m_tab.stages);
         m_xbar.resize(s);
-        const auto& p = system.params();
-        m_total.S_B.setZero(p.S_B.rows(), p.S_B.cols());
-        m_total.S_C.setZero(p.S_C.rows(), p.S_C.cols());
-        m_total.S_Delta.setZero(p.S_Delta.rows(), p.S_Delta.cols());
-        m_total.delta_bias.setZero(p.delta_bias.size());
-        m_total.A.setZero(p.A.rows(), p.A.cols());
+        m_total = S6Gradients<Scalar>::zeros_like(system.params());
     }
 
     /// λ ← λ_n, the adjoint at the start x of a step of size h, from λ = λ_{n+1} at its end.
@@ -389,11 +384,7 @@ public:
             selective_scan_vjp(params, m_system.step_size_map(), token_matrix(m_X[si], D), token_matrix(m_kbar, D),
                                token_matrix(m_xbar[si], D), m_grads);
             ++vjp_evaluations;
-            m_total.S_B += m_grads.S_B;
-            m_total.S_C += m_grads.S_C;
-            m_total.S_Delta += m_grads.S_Delta;
-            m_total.delta_bias += m_grads.delta_bias;
-            m_total.A += m_grads.A;
+            m_total.add(m_grads);
         }
         for (int i = 0; i < m_tab.stages; ++i)
             if (m_tab.needed[static_cast<std::size_t>(i)]) lambda += m_xbar[static_cast<std::size_t>(i)];
