@@ -18,6 +18,7 @@
 #include <ssmdyn/core/deep_model.hpp>
 #include <ssmdyn/integrate/simulate.hpp>
 #include <ssmdyn/core/system.hpp>
+#include <ssmdyn/theory/influence.hpp>
 
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
@@ -519,3 +520,129 @@ TEST_CASE("cli: sweep on 2 MPI ranks writes exactly what one process writes") {
     CHECK(a == b);
 }
 #endif
+
+namespace {
+
+/// The stdout of a successful `influence`: exactly its four fields, an L×L matrix and L
+/// tokens of D finite numbers.
+Json influence_result(const Run& r, Eigen::Index L, Eigen::Index D) {
+    CAPTURE(r.out, r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.err.empty());
+    REQUIRE(lines(r.out).size() == 1);
+    const Json j = Json::parse(r.out);
+    REQUIRE(j.is_object());
+    CHECK(j.size() == 4);
+    CHECK(j.at("status").is_string());
+    CHECK(j.at("t_final").is_number());
+    const Json& influence = j.at("influence");
+    REQUIRE(influence.is_array());
+    REQUIRE(influence.size() == static_cast<std::size_t>(L));
+    for (const Json& row : influence) {
+        REQUIRE(row.is_array());
+        REQUIRE(row.size() == static_cast<std::size_t>(L));
+    }
+    REQUIRE(j.at("tokens").size() == static_cast<std::size_t>(L));
+    for (const Json& token : j.at("tokens")) REQUIRE(token.size() == static_cast<std::size_t>(D));
+    return j;
+}
+
+}  // namespace
+
+TEST_CASE("cli: influence: the matrix token_influence computes, zero above the diagonal") {
+    const SmallProblem problem;
+    ScratchDir dir;
+    write_file(dir / "full.json", full_config(problem.params, problem.tokens).dump());
+    const ssmdyn::SelectiveSystem<double> system(problem.params);
+
+    for (const char* stepper : {"dopri5", "cash_karp"}) {
+        CAPTURE(stepper);
+        ssmdyn::SimulateOptions<double> options;
+        options.stepper = ssmdyn::parse_stepper(stepper);
+        options.rtol = 1e-9;
+        options.atol = 1e-12;
+        options.error_norm = ssmdyn::ErrorNorm::Rms;
+        options.record = ssmdyn::Record::None;
+        const auto expected = ssmdyn::token_influence(system, problem.tokens, 0.5, options);
+        const Json j = influence_result(
+            run(dir, std::string("influence full.json --t-end 0.5 --rtol 1e-9 --atol 1e-12 --error-norm rms --stepper ") +
+                         stepper),
+            3, 2);
+        CHECK(j["status"] == ssmdyn::to_string(expected.status));
+        CHECK(j["t_final"].get<double>() == expected.t_final);
+        for (std::size_t l = 0; l < 3; ++l)
+            for (std::size_t j_in = 0; j_in < 3; ++j_in) {
+                CAPTURE(l, j_in);
+                const double v = j["influence"][l][j_in].get<double>();
+                CHECK(test::rel_err(v, expected.influence(static_cast<Eigen::Index>(l),
+                                                          static_cast<Eigen::Index>(j_in))) < 1e-12);
+                if (j_in > l) CHECK(v == 0.0);
+                else CHECK(v > 0.0);
+            }
+        CHECK(test::max_rel_err(flat_tokens(j["tokens"]), ssmdyn::to_state(expected.tokens)) < 1e-12);
+    }
+
+    // A blow-up is a result: the matrix at the detection time.
+    write_file(dir / "fast.json", R"({"model": {"mu": 1, "s_delta": 1, "a": 1}, "tokens": [1, -0.5, -2]})");
+    const Json fast = influence_result(run(dir, "influence fast.json --t-end 10"), 3, 1);
+    CHECK(fast["status"] == "blow_up");
+    CHECK(fast["t_final"].get<double>() < 0.3);
+    CHECK(fast["influence"][0][1].get<double>() == 0.0);
+}
+
+TEST_CASE("cli: influence --out: one CSV row per (l, j), 1-based, as printed") {
+    const SmallProblem problem;
+    ScratchDir dir;
+    write_file(dir / "full.json", full_config(problem.params, problem.tokens).dump());
+    const Json j = influence_result(run(dir, "influence full.json --t-end 0.3 --out influence.csv"), 3, 2);
+    const auto csv = lines(read_file(dir / "influence.csv"));
+    REQUIRE(csv.size() == 1 + 9);
+    CHECK(csv.front() == "l,j,influence");
+    std::size_t row = 1;
+    for (int l = 1; l <= 3; ++l)
+        for (int k = 1; k <= 3; ++k, ++row) {
+            CAPTURE(csv[row]);
+            std::istringstream in(csv[row]);
+            std::string a, b, value;
+            std::getline(in, a, ',');
+            std::getline(in, b, ',');
+            std::getline(in, value);
+            CHECK(std::stoi(a) == l);
+            CHECK(std::stoi(b) == k);
+            // 17 significant digits read back as the very same double.
+            CHECK(std::stod(value) == j["influence"][l - 1][k - 1].get<double>());
+        }
+}
+
+TEST_CASE("cli: influence: invalid input exits 2 with one line naming the flag or field") {
+    ScratchDir dir;
+    write_file(dir / "cfg.json", R"({"model": {"mu": 1, "s_delta": 1, "a": 1}, "tokens": [1, 0.5]})");
+    write_file(dir / "bad.json", R"({"model": {"mu": 1, "s_delta": 1, "a": 0}, "tokens": [1]})");
+    struct Case {
+        std::string args, message_start;
+    };
+    for (const Case& c : {Case{"influence cfg.json", "--t-end: required"},
+                          Case{"influence cfg.json --t-end -1", "--t-end: must be >= 0"},
+                          Case{"influence cfg.json --t-end 1 --rtol x", "--rtol: 'x' is not a finite number"},
+                          Case{"influence cfg.json --t-end 1 --stepper rk5", "--stepper: stepper 'rk5' is unknown"},
+                          Case{"influence cfg.json --t-end 1 --error-norm l2", "--error-norm: error norm 'l2' is unknown"},
+                          Case{"influence cfg.json --t-end 1 --depth 3", "--depth: unknown option for 'influence'"},
+                          Case{"influence cfg.json --t-end 1 --out", "--out: needs a value"},
+                          Case{"influence cfg.json --t-end 1 --out no/such/dir/x.csv", "--out: cannot write"},
+                          Case{"influence --t-end 1", "influence: missing the CONFIG file"},
+                          Case{"influence cfg.json extra.json --t-end 1", "influence: unexpected argument 'extra.json'"},
+                          Case{"influence bad.json --t-end 1", "model.a = 0"},
+                          Case{"influense cfg.json", "unknown command 'influense'"}}) {
+        CAPTURE(c.args);
+        const Run r = run(dir, c.args);
+        CAPTURE(r.err);
+        CHECK(r.exit_code == 2);
+        CHECK(r.out.empty());
+        CHECK(lines(r.err).size() == 1);
+        CHECK(r.err.rfind("ssmdyn: " + c.message_start, 0) == 0);
+    }
+    const Run unknown = run(dir, "frobnicate");
+    CHECK(unknown.err.find("sweep or influence") != std::string::npos);
+    const Run help = run(dir, "--help");
+    CHECK(help.out.find("influence CONFIG --t-end T") != std::string::npos);
+}

@@ -1,5 +1,5 @@
-// The `ssmdyn` command-line program: `demo` (the default), `simulate`, `classify` and
-// `forward` and `sweep`.
+// The `ssmdyn` command-line program: `demo` (the default), `simulate`, `classify`,
+// `forward`, `sweep` and `influence`.
 //
 // Exit codes: 0 on success (a blow-up is a result, not an error), 2 on invalid input,
 // 1 on any other failure; every error is one line on stderr naming the field or flag.
@@ -9,6 +9,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -23,6 +24,7 @@
 #include <ssmdyn/io/json.hpp>
 #include <ssmdyn/io/progress_bar.hpp>
 #include <ssmdyn/theory/classify.hpp>
+#include <ssmdyn/theory/influence.hpp>
 #include <ssmdyn/theory/phase_diagram.hpp>
 #include <ssmdyn/theory/rates.hpp>
 
@@ -72,6 +74,19 @@ constexpr const char* usage = R"(usage:
       --dt             rk4: the fixed step; adaptive: the first trial step
                        (default 0: chosen automatically)
       --out            also write the trajectory as CSV, columns t,x1_1,..,xL_D
+
+  ssmdyn influence CONFIG --t-end T [--rtol R] [--atol A] [--stepper NAME] [--dt H]
+                          [--error-norm max|rms] [--out FILE.csv]
+      Token influence: integrates X and its sensitivities to the initial tokens up to T
+      (flags as for simulate; the error control covers both) and prints {"status",
+      "t_final", "influence", "tokens"}: influence[l][j] = |d x_l(T) / d x_j(0)|_F, the
+      Frobenius norm of a D x D block, L rows of L with 0-based l (output token, row) and
+      j (input token, column), zero above the diagonal; tokens = X(T) as in simulate. On
+      a blow-up both are taken at t_final, the detection time. Cost: L*D sensitivities,
+      (1 + L*D)*L*D numbers per state.
+      --out            also write the matrix as CSV, header l,j,influence, one row per
+                       pair (l, j), all L*L of them in order l = 1..L, j = 1..L: l and j
+                       are 1-BASED here (x_1 .. x_L, as in the paper)
 
   CONFIG (JSON), full form, with N rows of D in S_B and S_C, D rows of D in S_Delta,
   D rows of N in A (every entry < 0), delta_bias optional:
@@ -257,6 +272,31 @@ int run_simulate(const std::vector<std::string>& argv) {
     return 0;
 }
 
+int run_influence(const std::vector<std::string>& argv) {
+    const Arguments args = parse_arguments(
+        argv, {"--t-end", "--rtol", "--atol", "--stepper", "--error-norm", "--dt", "--out"}, "influence");
+    if (args.positional.empty()) throw std::invalid_argument("influence: missing the CONFIG file");
+    if (args.positional.size() > 1)
+        throw std::invalid_argument("influence: unexpected argument '" + args.positional[1] + "'");
+    if (!args.has("--t-end")) throw std::invalid_argument("--t-end: required (the final time)");
+    const double t_end = args.non_negative("--t-end", 0.0);
+    SimulateOptions<double> options = simulate_options(args);
+    options.record = Record::None;  // only the final state and sensitivities are needed
+    const Config config = load_config(args.positional.front());
+    std::optional<std::ofstream> csv;
+    if (const auto path = args.text("--out")) csv = open_for_writing(*path, "--out");
+
+    const SelectiveSystem<double> system(config.params);
+    const TokenInfluence<double> result = token_influence(system, config.tokens, t_end, options);
+
+    if (csv) {
+        write_influence_csv(*csv, result.influence);
+        close_checked(*csv, *args.text("--out"));
+    }
+    std::cout << to_json(result).dump() << '\n';
+    return 0;
+}
+
 int run(const std::vector<std::string>& args) {
     for (const std::string& a : args)
         if (a == "--help" || a == "-h") {
@@ -272,8 +312,9 @@ int run(const std::vector<std::string>& args) {
     if (command == "classify") return run_classify(rest);
     if (command == "forward") return run_forward(rest);
     if (command == "sweep") return run_sweep(rest);
+    if (command == "influence") return run_influence(rest);
     throw std::invalid_argument("unknown command '" + command +
-                                "'; expected demo, simulate, classify, forward or sweep (see ssmdyn --help)");
+                                "'; expected demo, simulate, classify, forward, sweep or influence (see ssmdyn --help)");
 }
 
 /// Prints "ssmdyn: <message>" as one line on stderr and returns `code`.

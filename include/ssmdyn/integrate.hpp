@@ -6,5 +6,6 @@
 #include "integrate/adjoint.hpp"
 #include "integrate/driver.hpp"
 #include "integrate/odeint.hpp"
+#include "integrate/sensitivity.hpp"
 #include "integrate/simulate.hpp"
 #include "integrate/status.hpp"

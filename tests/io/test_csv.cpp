@@ -60,3 +60,11 @@ TEST_CASE("csv: files that cannot be written are refused by name, failed writes 
         CHECK_THROWS_AS(ssmdyn::close_checked(full, "/dev/full"), std::runtime_error);
     }
 }
+
+TEST_CASE("csv: an influence matrix, one row per (l, j), 1-based") {
+    Eigen::MatrixXd I(2, 2);
+    I << 1.5, 0.0, 0.25, 2.0;
+    std::ostringstream out;
+    ssmdyn::write_influence_csv(out, I);
+    CHECK(out.str() == "l,j,influence\n1,1,1.5\n1,2,0\n2,1,0.25\n2,2,2\n");
+}

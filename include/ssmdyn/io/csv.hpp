@@ -2,7 +2,8 @@
 /// \file csv.hpp
 /// The library's CSV files, each written by one function: a trajectory (header
 /// `t,x1_1,x1_2,..,xL_D`, where x{l}_{d} is token l, channel d, both 1-based as in the
-/// paper's x_1 … x_L) and a phase diagram (`mu,s,predicted,observed,t_blowup`). Every number
+/// paper's x_1 … x_L), a phase diagram (`mu,s,predicted,observed,t_blowup`) and an influence
+/// matrix (`l,j,influence`). Every number
 /// has 17 significant digits, so that it reads back as the same double.
 
 #include <cerrno>
@@ -74,6 +75,17 @@ inline void write_phase_diagram_csv(std::ostream& out, const std::vector<PhaseCe
         if (c.t_blowup) out << *c.t_blowup;
         out << '\n';
     }
+}
+
+/// An influence matrix (theory/influence.hpp) as CSV: `l,j,influence`, one row per pair
+/// (l, j), all L·L of them in order l = 1..L, j = 1..L, both 1-based as x_1 … x_L.
+template <typename Derived>
+void write_influence_csv(std::ostream& out, const Eigen::MatrixBase<Derived>& influence) {
+    out << "l,j,influence\n";
+    out.precision(std::numeric_limits<double>::max_digits10);
+    for (Eigen::Index l = 0; l < influence.rows(); ++l)
+        for (Eigen::Index j = 0; j < influence.cols(); ++j)
+            out << l + 1 << ',' << j + 1 << ',' << static_cast<double>(influence(l, j)) << '\n';
 }
 
 }  // namespace ssmdyn

@@ -11,6 +11,7 @@
 #include "../core/state.hpp"
 #include "../integrate/status.hpp"
 #include "../theory/classify.hpp"
+#include "../theory/influence.hpp"
 
 namespace ssmdyn {
 
@@ -58,6 +59,18 @@ nlohmann::ordered_json to_json(const Classification<Scalar>& c) {
     nlohmann::ordered_json tokens = nlohmann::ordered_json::array();
     for (const TokenPrediction& t : c.tokens) tokens.push_back({{"index", t.index + 1}, {"prediction", to_string(t.fate)}});
     out["tokens"] = std::move(tokens);
+    return out;
+}
+
+/// Token influence: {"status", "t_final", "influence" (L rows of L, row l = output token l),
+/// "tokens" (X(T), one array of D values per token)}.
+template <typename Scalar>
+nlohmann::ordered_json to_json(const TokenInfluence<Scalar>& r) {
+    nlohmann::ordered_json out;
+    out["status"] = to_string(r.status);
+    out["t_final"] = static_cast<double>(r.t_final);
+    out["influence"] = json_rows(r.influence);
+    out["tokens"] = json_rows(r.tokens.transpose());  // token l = row l
     return out;
 }
 
