@@ -243,16 +243,27 @@ SimulateOptions<double> simulate_options(const Arguments& args) {
     return o;
 }
 
+/// The one CONFIG path of a command that integrates; throws naming the command.
+const std::string& only_config(const Arguments& args, const char* command) {
+    if (args.positional.empty()) throw std::invalid_argument(std::string(command) + ": missing the CONFIG file");
+    if (args.positional.size() > 1)
+        throw std::invalid_argument(std::string(command) + ": unexpected argument '" + args.positional[1] + "'");
+    return args.positional.front();
+}
+
+/// --t-end, which every integrating command requires.
+double required_t_end(const Arguments& args) {
+    if (!args.has("--t-end")) throw std::invalid_argument("--t-end: required (the final time)");
+    return args.non_negative("--t-end", 0.0);
+}
+
 int run_simulate(const std::vector<std::string>& argv) {
     const Arguments args = parse_arguments(
         argv, {"--t-end", "--rtol", "--atol", "--stepper", "--error-norm", "--dt", "--out"}, "simulate");
-    if (args.positional.empty()) throw std::invalid_argument("simulate: missing the CONFIG file");
-    if (args.positional.size() > 1)
-        throw std::invalid_argument("simulate: unexpected argument '" + args.positional[1] + "'");
-    if (!args.has("--t-end")) throw std::invalid_argument("--t-end: required (the final time)");
-    const double t_end = args.non_negative("--t-end", 0.0);
+    const std::string& config_path = only_config(args, "simulate");
+    const double t_end = required_t_end(args);
     const SimulateOptions<double> options = simulate_options(args);
-    const Config config = load_config(args.positional.front());
+    const Config config = load_config(config_path);
     std::optional<std::ofstream> csv;
     if (const auto path = args.text("--out")) csv = open_for_writing(*path, "--out");
 
@@ -275,14 +286,11 @@ int run_simulate(const std::vector<std::string>& argv) {
 int run_influence(const std::vector<std::string>& argv) {
     const Arguments args = parse_arguments(
         argv, {"--t-end", "--rtol", "--atol", "--stepper", "--error-norm", "--dt", "--out"}, "influence");
-    if (args.positional.empty()) throw std::invalid_argument("influence: missing the CONFIG file");
-    if (args.positional.size() > 1)
-        throw std::invalid_argument("influence: unexpected argument '" + args.positional[1] + "'");
-    if (!args.has("--t-end")) throw std::invalid_argument("--t-end: required (the final time)");
-    const double t_end = args.non_negative("--t-end", 0.0);
+    const std::string& config_path = only_config(args, "influence");
+    const double t_end = required_t_end(args);
     SimulateOptions<double> options = simulate_options(args);
     options.record = Record::None;  // only the final state and sensitivities are needed
-    const Config config = load_config(args.positional.front());
+    const Config config = load_config(config_path);
     std::optional<std::ofstream> csv;
     if (const auto path = args.text("--out")) csv = open_for_writing(*path, "--out");
 
