@@ -109,26 +109,19 @@ Json full_config(const ssmdyn::S6Params<double>& p, const Eigen::MatrixXd& token
             {"tokens", matrix_json(tokens.transpose())}};
 }
 
-/// The stdout of a successful `simulate`, checked against the contract: exactly its eight
-/// fields with their types, and `tokens` holding L tokens of D finite numbers.
-Json simulate_result(const Run& r, Eigen::Index L, Eigen::Index D) {
-    CAPTURE(r.out, r.err);
+/// The stdout of a successful command: exit 0, nothing on stderr, one line holding one
+/// JSON object.
+Json single_json_object(const Run& r) {
     REQUIRE(r.exit_code == 0);
     CHECK(r.err.empty());
     REQUIRE(lines(r.out).size() == 1);
-    const Json j = Json::parse(r.out);
+    Json j = Json::parse(r.out);
     REQUIRE(j.is_object());
-    CHECK(j.size() == 8);
-    CHECK(j.at("status").is_string());
-    CHECK(j.at("observed_regime").is_string());
-    CHECK(j.at("t_final").is_number());
-    CHECK((j.at("t_blowup").is_number() || j.at("t_blowup").is_null()));
-    CHECK(j.at("steps").is_number_unsigned());
-    CHECK(j.at("rhs_evaluations").is_number_unsigned());
-    CHECK(j.at("rhs_evaluations").get<std::size_t>() >= j.at("steps").get<std::size_t>());
-    CHECK(j.at("solve_seconds").is_number());
-    CHECK(j.at("solve_seconds").get<double>() >= 0);
-    const Json& tokens = j.at("tokens");
+    return j;
+}
+
+/// "tokens" as the program prints them: L arrays of D finite numbers.
+void check_tokens(const Json& tokens, Eigen::Index L, Eigen::Index D) {
     REQUIRE(tokens.is_array());
     REQUIRE(tokens.size() == static_cast<std::size_t>(L));
     for (const Json& token : tokens) {
@@ -139,6 +132,24 @@ Json simulate_result(const Run& r, Eigen::Index L, Eigen::Index D) {
             CHECK(std::isfinite(v.get<double>()));
         }
     }
+}
+
+/// The stdout of a successful `simulate`, checked against the contract: exactly its eight
+/// fields with their types, and `tokens` holding L tokens of D finite numbers.
+Json simulate_result(const Run& r, Eigen::Index L, Eigen::Index D) {
+    CAPTURE(r.out, r.err);
+    const Json j = single_json_object(r);
+    CHECK(j.size() == 8);
+    CHECK(j.at("status").is_string());
+    CHECK(j.at("observed_regime").is_string());
+    CHECK(j.at("t_final").is_number());
+    CHECK((j.at("t_blowup").is_number() || j.at("t_blowup").is_null()));
+    CHECK(j.at("steps").is_number_unsigned());
+    CHECK(j.at("rhs_evaluations").is_number_unsigned());
+    CHECK(j.at("rhs_evaluations").get<std::size_t>() >= j.at("steps").get<std::size_t>());
+    CHECK(j.at("solve_seconds").is_number());
+    CHECK(j.at("solve_seconds").get<double>() >= 0);
+    check_tokens(j.at("tokens"), L, D);
     return j;
 }
 
@@ -527,11 +538,7 @@ namespace {
 /// tokens of D finite numbers.
 Json influence_result(const Run& r, Eigen::Index L, Eigen::Index D) {
     CAPTURE(r.out, r.err);
-    REQUIRE(r.exit_code == 0);
-    CHECK(r.err.empty());
-    REQUIRE(lines(r.out).size() == 1);
-    const Json j = Json::parse(r.out);
-    REQUIRE(j.is_object());
+    const Json j = single_json_object(r);
     CHECK(j.size() == 4);
     CHECK(j.at("status").is_string());
     CHECK(j.at("t_final").is_number());
@@ -542,8 +549,7 @@ Json influence_result(const Run& r, Eigen::Index L, Eigen::Index D) {
         REQUIRE(row.is_array());
         REQUIRE(row.size() == static_cast<std::size_t>(L));
     }
-    REQUIRE(j.at("tokens").size() == static_cast<std::size_t>(L));
-    for (const Json& token : j.at("tokens")) REQUIRE(token.size() == static_cast<std::size_t>(D));
+    check_tokens(j.at("tokens"), L, D);
     return j;
 }
 
