@@ -8,11 +8,17 @@
 //   build/bin/inspect_checkpoint --make-demo FILE     (writes a small random 2-layer
 //                                                      Mamba-shaped checkpoint to try it on)
 //
-// Nothing is downloaded. Exit status 2 with one line on stderr for bad input.
+// Nothing is downloaded. Exit status 2 with one line on stderr for bad input: a file that
+// is not a regular file or not a valid checkpoint, a LAYER, --tokens or --sets that is not
+// a whole number in range (99999999999 is refused, not truncated), or a layer whose dense
+// d_inner x d_inner matrices would not fit in memory (physical memory, or
+// SSMDYN_MEMORY_LIMIT=bytes with an optional K, M, G suffix), refused before they are built.
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <iostream>
 #include <random>
 #include <stdexcept>
@@ -33,10 +39,21 @@ struct Arguments {
     Eigen::Index tokens = 8, sets = 3;
 };
 
-long whole_number(const std::string& flag, const std::string& text) {
-    char* end = nullptr;
-    const long v = std::strtol(text.c_str(), &end, 10);
-    if (text.empty() || *end != '\0' || v < 0) throw std::invalid_argument(flag + ": expected a whole number >= 0");
+/// `text` as a whole number from 0 to max: decimal digits only, no sign or spaces, and
+/// never truncated (99999999999 as a layer is refused, not read as 1215752191).
+std::int64_t whole_number(const std::string& flag, const std::string& text, std::int64_t max) {
+    std::int64_t v = 0;
+    bool ok = !text.empty();
+    for (char c : text) {
+        if (c < '0' || c > '9' || v > (max - (c - '0')) / 10) {
+            ok = false;
+            break;
+        }
+        v = v * 10 + (c - '0');
+    }
+    if (!ok)
+        throw std::invalid_argument(flag + ": expected a whole number from 0 to " + std::to_string(max) + ", got '" +
+                                    text + "'");
     return v;
 }
 
@@ -82,9 +99,9 @@ Arguments parse(int argc, char** argv) {
         if (w == "--json")
             a.json = true;
         else if (w == "--tokens")
-            a.tokens = whole_number(w, value());
+            a.tokens = whole_number(w, value(), 1000000000);
         else if (w == "--sets")
-            a.sets = whole_number(w, value());
+            a.sets = whole_number(w, value(), 1000000);
         else if (w == "--make-demo") {
             const std::string path = value();
             make_demo(path);
@@ -98,7 +115,8 @@ Arguments parse(int argc, char** argv) {
     if (positional.empty() || positional.size() > 2)
         throw std::invalid_argument("usage: inspect_checkpoint CHECKPOINT [LAYER] [--json] [--tokens L] [--sets K]");
     a.path = positional[0];
-    if (positional.size() == 2) a.layer = static_cast<int>(whole_number("LAYER", positional[1]));
+    if (positional.size() == 2)
+        a.layer = static_cast<int>(whole_number("LAYER", positional[1], std::numeric_limits<int>::max()));
     if (a.tokens < 1) throw std::invalid_argument("--tokens: need at least one token");
     return a;
 }
@@ -111,9 +129,30 @@ std::string number(double v) {
 
 }  // namespace
 
+/// Refuses, before anything of that size exists, a layer whose d_inner (as its A_log
+/// declares it) makes the dense matrices below, or the token sets, too large for memory.
+void check_memory(const SafetensorsFile& file, const Arguments& args) {
+    const std::string key = "backbone.layers." + std::to_string(args.layer) + ".mixer.A_log";
+    if (!file.contains(key) || file.info(key).shape.size() != 2) return;  // load_mamba_layer names the problem
+    const std::int64_t d = file.info(key).shape[0];
+    const std::string layer = "layer " + std::to_string(args.layer) + " of '" + args.path + "' (d_inner = " +
+                              std::to_string(d) + ")";
+    // S_Delta, the system's copy of it, mu, its symmetric part, the eigenvectors and the
+    // eigensolver's workspace: six d_inner x d_inner matrices.
+    check_allocation(checked_bytes(6, d, d, sizeof(double)),
+                     layer + ": six dense " + std::to_string(d) + " x " + std::to_string(d) +
+                         " matrices of doubles (S_Delta and a copy, mu, its symmetric part, eigenvectors, workspace)");
+    // One token set: X0 (D x L) and the integrator's working copies of the state.
+    check_allocation(checked_bytes(17, d, args.tokens, sizeof(double)),
+                     layer + ": a token set of L = " + std::to_string(args.tokens) +
+                         " tokens and the integrator's copies of it (--tokens)");
+}
+
 int main(int argc, char** argv) try {
     const Arguments args = parse(argc, argv);
-    const MambaLayer layer = load_mamba_layer(args.path, args.layer);
+    const SafetensorsFile file(args.path);
+    check_memory(file, args);
+    const MambaLayer layer = load_mamba_layer(file, args.layer);
     const S6Params<double>& p = layer.params;
     const Eigen::Index D = layer.d_inner;
 

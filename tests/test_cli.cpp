@@ -2,15 +2,18 @@
 // with its stdout, stderr and exit code captured (the binary's path is SSMDYN_CLI).
 #include "support.hpp"
 
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -18,6 +21,8 @@
 #include <ssmdyn/core/deep_model.hpp>
 #include <ssmdyn/integrate/simulate.hpp>
 #include <ssmdyn/core/system.hpp>
+#include <ssmdyn/core/memory_limit.hpp>
+#include <ssmdyn/io/safetensors.hpp>
 #include <ssmdyn/theory/influence.hpp>
 
 namespace fs = std::filesystem;
@@ -76,14 +81,20 @@ struct Run {
     std::string out, err;
 };
 
-/// Runs `[env] ssmdyn args` in `dir` through the shell; `args` is shell text.
-Run run(const ScratchDir& dir, const std::string& args, const std::string& env = "") {
+/// Runs `[env] program args` in `dir` through the shell; `args` and `env` are shell text
+/// (`env` may be any prefix: variables, `timeout 10`, `ulimit -v N &&`).
+Run run_program(const ScratchDir& dir, const std::string& program, const std::string& args,
+                const std::string& env = "") {
     const std::string command = "cd " + shell_quote(dir.path().string()) + " && " + env + " " +
-                                shell_quote(SSMDYN_CLI) + " " + args +
-                                " > cli-stdout.txt 2> cli-stderr.txt";
+                                shell_quote(program) + " " + args + " > cli-stdout.txt 2> cli-stderr.txt";
     const int status = std::system(command.c_str());
     return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(dir / "cli-stdout.txt"),
             read_file(dir / "cli-stderr.txt")};
+}
+
+/// Runs `[env] ssmdyn args` in `dir` through the shell; `args` is shell text.
+Run run(const ScratchDir& dir, const std::string& args, const std::string& env = "") {
+    return run_program(dir, SSMDYN_CLI, args, env);
 }
 
 Json matrix_json(const Eigen::MatrixXd& m) {
@@ -134,12 +145,14 @@ void check_tokens(const Json& tokens, Eigen::Index L, Eigen::Index D) {
     }
 }
 
-/// The stdout of a successful `simulate`, checked against the contract: exactly its eight
+/// The stdout of a successful `simulate`, checked against the contract: exactly its ten
 /// fields with their types, and `tokens` holding L tokens of D finite numbers.
 Json simulate_result(const Run& r, Eigen::Index L, Eigen::Index D) {
     CAPTURE(r.out, r.err);
     const Json j = single_json_object(r);
-    CHECK(j.size() == 8);
+    CHECK(j.size() == 10);
+    CHECK(j.at("stiff_steps").is_number_unsigned());
+    CHECK(j.at("stiff_switches").is_array());
     CHECK(j.at("status").is_string());
     CHECK(j.at("observed_regime").is_string());
     CHECK(j.at("t_final").is_number());
@@ -651,4 +664,296 @@ TEST_CASE("cli: influence: invalid input exits 2 with one line naming the flag o
     CHECK(unknown.err.find("sweep or influence") != std::string::npos);
     const Run help = run(dir, "--help");
     CHECK(help.out.find("influence CONFIG --t-end T") != std::string::npos);
+}
+
+// ---------------------------------------------------------------------------------------
+// Reliability probes (issue 12): hostile input is refused with exit 2 and one line naming
+// what is wrong, write errors exit 1 naming the file, and memory stays bounded.
+
+namespace {
+
+const std::string probe_config = R"({"model": {"mu": -1, "s_delta": 0.5, "a": 1}, "tokens": [1, -0.5]})";
+
+/// An input refused as it should be: exit code, nothing on stdout, one line on stderr that
+/// starts with `message_start`.
+void check_refused(const Run& r, int exit_code, const std::string& message_start) {
+    CAPTURE(r.out, r.err);
+    CHECK(r.exit_code == exit_code);
+    CHECK(r.out.empty());
+    CHECK(lines(r.err).size() == 1);
+    CHECK(r.err.rfind(message_start, 0) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("cli probe: a FIFO as CONFIG is refused at once, without blocking") {
+    ScratchDir dir;
+    REQUIRE(::mkfifo((dir / "cfg.fifo").c_str(), 0600) == 0);  // no writer: opening it to read would block
+    const auto start = std::chrono::steady_clock::now();
+    const Run r = run(dir, "simulate cfg.fifo --t-end 1", "timeout 10");  // 124 if it blocked
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+    check_refused(r, 2, "ssmdyn: config file 'cfg.fifo': is a FIFO (named pipe), not a regular file");
+    CHECK(took.count() < 5);
+}
+
+TEST_CASE("cli probe: /dev/zero as CONFIG is refused, not read without end") {
+    ScratchDir dir;
+    check_refused(run(dir, "classify /dev/zero", "timeout 10"), 2,
+                  "ssmdyn: config file '/dev/zero': is a device, not a regular file");
+    check_refused(run(dir, "simulate . --t-end 1"), 2, "ssmdyn: config file '.': is a directory");
+}
+
+TEST_CASE("cli probe: --threads above the hardware's thread count is capped with a one-line note") {
+    ScratchDir dir;
+    const unsigned hardware = std::thread::hardware_concurrency();
+    if (hardware == 0 || hardware >= 1000) {
+        WARN("hardware_concurrency() = " << hardware << ": nothing to cap");
+        return;
+    }
+    const Run r = run(dir, "sweep --mu -1:1:3 --s -1:1:3 --tokens 0.5,-0.3 --t-end 10 --threads 1000");
+    CAPTURE(r.out, r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.err == "ssmdyn: note: --threads 1000 is more than the " + std::to_string(hardware) +
+                       " hardware threads; using " + std::to_string(hardware) + "\n");
+    CHECK(Json::parse(r.out)["cells"] == 9);
+    // Not a whole number in range: refused.
+    check_refused(run(dir, "sweep --mu -1:1:3 --s -1:1:3 --tokens 0.5 --t-end 10 --threads 99999999999"), 2,
+                  "ssmdyn: --threads: expected the number of threads (0: all), a whole number from 0 to 1000000");
+    CHECK(run(dir, "--help").out.find("capped to them, with a\n      one-line note on stderr") != std::string::npos);
+}
+
+TEST_CASE("cli probe: strict JSON: a duplicate key, a NUL or anything after the value is an error") {
+    ScratchDir dir;
+    const std::string value = probe_config;  // 91 bytes
+    struct Case {
+        const char* what;
+        std::string config, message_start;
+    };
+    const std::string prefix = "ssmdyn: config file 'cfg.json': invalid JSON: ";
+    for (const Case& c : {
+             Case{"tokens twice",
+                  R"({"model": {"mu": -1, "s_delta": 0.5, "a": 1}, "tokens": [1], "tokens": [2, 3]})",
+                  prefix + "duplicate key \"tokens\" in the top-level object"},
+             Case{"a model key twice", R"({"model": {"mu": -1, "s_delta": 0.5, "a": 1, "mu": 2}, "tokens": [1]})",
+                  prefix + "duplicate key \"mu\" in model"},
+             Case{"NUL then garbage", value + std::string("\0garbage", 8),
+                  prefix + "unexpected byte 0x00 (NUL) at byte offset " + std::to_string(value.size()) +
+                      ", after the JSON value"},
+             Case{"NUL inside", R"({"model": {"mu": -1,)" + std::string(1, '\0') + R"( "s_delta": 0.5, "a": 1}})",
+                  prefix + "unexpected byte 0x00 (NUL) at byte offset 20"},
+             Case{"trailing word", value + " trailing",
+                  prefix + "unexpected content after the JSON value at byte offset " +
+                      std::to_string(value.size() + 1) + ": 'trailing'"},
+             Case{"a second object", value + "\n" + value,
+                  prefix + "unexpected content after the JSON value at byte offset " +
+                      std::to_string(value.size() + 1) + ": '{\"model\": {\"mu\": -1,...'"},
+             Case{"deep nesting", "{\"tokens\": " + std::string(100, '[') + std::string(100, ']') + "}",
+                  prefix + "arrays and objects nested deeper than 64 levels"},
+         }) {
+        CAPTURE(c.what);
+        std::ofstream(dir / "cfg.json", std::ios::binary) << c.config;
+        check_refused(run(dir, "simulate cfg.json --t-end 1"), 2, c.message_start);
+    }
+    // Whitespace after the value is fine.
+    std::ofstream(dir / "cfg.json", std::ios::binary) << value << " \n\t\r\n";
+    CHECK(run(dir, "classify cfg.json").exit_code == 0);
+}
+
+TEST_CASE("cli probe: numbers on the command line are decimal and finite, whole numbers in range") {
+    ScratchDir dir;
+    write_file(dir / "cfg.json", probe_config);
+    struct Case {
+        std::string args, message_start;
+    };
+    for (const Case& c : {
+             Case{"simulate cfg.json --t-end 0x10", "ssmdyn: --t-end: '0x10' is not a finite number (decimal notation"},
+             Case{"simulate cfg.json --t-end nan", "ssmdyn: --t-end: 'nan' is not a finite number"},
+             Case{"simulate cfg.json --t-end infinity", "ssmdyn: --t-end: 'infinity' is not a finite number"},
+             Case{"simulate cfg.json --t-end 1e999", "ssmdyn: --t-end: '1e999' is not a finite number"},
+             Case{"simulate cfg.json --t-end ' 1'", "ssmdyn: --t-end: ' 1' is not a finite number"},
+             Case{"simulate cfg.json --t-end 1 --rtol 1e-8x", "ssmdyn: --rtol: '1e-8x' is not a finite number"},
+             Case{"simulate cfg.json --t-end 1 --max-seconds inf", "ssmdyn: --max-seconds: 'inf' is not a finite number"},
+             Case{"simulate cfg.json --t-end 1 --max-steps 1e6", "ssmdyn: --max-steps: expected the step budget"},
+             Case{"simulate cfg.json --t-end 1 --max-steps 99999999999999999999",
+                  "ssmdyn: --max-steps: expected the step budget, a whole number from 0 to 4294967295"},
+             Case{"forward cfg.json --depth 0x10", "ssmdyn: --depth: expected the number of layers"},
+             Case{"forward cfg.json --depth 99999999999", "ssmdyn: --depth: expected the number of layers"},
+             Case{"sweep --mu -1:1:0x10 --s -1:1:3 --tokens 1 --t-end 1", "ssmdyn: --mu: expected MIN:MAX:N"},
+             Case{"sweep --mu -1:1:3 --s -1:1:3 --tokens 0x1 --t-end 1", "ssmdyn: --tokens: expected finite numbers"},
+             Case{"sweep --mu -1:1:3 --s -1:1:3 --tokens 1,nan --t-end 1", "ssmdyn: --tokens: expected finite numbers"},
+         }) {
+        CAPTURE(c.args);
+        check_refused(run(dir, c.args), 2, c.message_start);
+    }
+    // Decimal forms that are fine.
+    const Json j = simulate_result(run(dir, "simulate cfg.json --t-end 1.5e0 --rtol 1E-8 --atol .5e-10"), 2, 1);
+    CHECK(j["t_final"] == 1.5);
+}
+
+TEST_CASE("cli probe: --out /dev/full fails at once, exit 1, naming the file") {
+    ScratchDir dir;
+    write_file(dir / "cfg.json", probe_config);
+    // A run that would take 20 s (rk4 with 10^8 steps, cut by --max-seconds) if the write
+    // error were found only at the end.
+    const auto start = std::chrono::steady_clock::now();
+    const Run r = run(dir, "simulate cfg.json --t-end 1 --stepper rk4 --dt 1e-8 --max-steps 100000000 "
+                           "--max-seconds 20 --out /dev/full");
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+    check_refused(r, 1, "ssmdyn: writing '/dev/full' failed");
+    CHECK(r.err.find("No space left on device") != std::string::npos);
+    CHECK(took.count() < 5);
+    check_refused(run(dir, "influence cfg.json --t-end 1 --out /dev/full"), 1, "ssmdyn: writing '/dev/full' failed");
+    check_refused(run(dir, "sweep --mu -1:1:3 --s -1:1:3 --tokens 1 --t-end 1 --out /dev/full"), 1,
+                  "ssmdyn: writing '/dev/full' failed");
+}
+
+TEST_CASE("cli probe: a 10^6 x 10^6 sweep grid is refused before anything runs") {
+    ScratchDir dir;
+    check_refused(run(dir, "sweep --mu -1:1:1000000 --s -1:1:1000000 --tokens 1 --t-end 1 --out cells.csv"), 2,
+                  "ssmdyn: sweep: the 1000000 x 1000000 grid of cells (--mu and --s) needs ");
+    CHECK_FALSE(fs::exists(dir / "cells.csv"));  // refused before the file was created
+    const Run r = run(dir, "sweep --mu -1:1:1000000 --s -1:1:1000000 --tokens 1 --t-end 1");
+    CHECK(r.err.find("more than the memory limit of") != std::string::npos);
+    // The limit is adjustable: a 100 x 100 grid refused under 64 KiB.
+    check_refused(run(dir, "sweep --mu -1:1:100 --s -1:1:100 --tokens 1 --t-end 1", "SSMDYN_MEMORY_LIMIT=64K"), 2,
+                  "ssmdyn: sweep: the 100 x 100 grid of cells (--mu and --s) needs ");
+    check_refused(run(dir, "sweep --mu -1:1:3 --s -1:1:3 --tokens 1 --t-end 1", "SSMDYN_MEMORY_LIMIT=lots"), 2,
+                  "ssmdyn: SSMDYN_MEMORY_LIMIT: 'lots' is not a size in bytes");
+}
+
+TEST_CASE("cli probe: --max-seconds ends a run with status time_limit and the state reached") {
+    ScratchDir dir;
+    write_file(dir / "cfg.json", probe_config);
+    const Json j = simulate_result(
+        run(dir, "simulate cfg.json --t-end 1 --stepper rk4 --dt 1e-9 --max-steps 4000000000 --max-seconds 0.2"), 2, 1);
+    CHECK(j["status"] == "time_limit");
+    CHECK(j["t_final"].get<double>() > 0);
+    CHECK(j["t_final"].get<double>() < 1);
+    CHECK(j["solve_seconds"].get<double>() < 5);
+}
+
+TEST_CASE("cli: simulate --stepper rosenbrock4 and --no-stiff-switching") {
+    ScratchDir dir;
+    write_file(dir / "cfg.json", R"({"model": {"mu": -0.8, "s_delta": 0.7, "a": 1.0, "delta_bias": 0.3},
+                                     "tokens": [1.3, 0.5, -2.0]})");
+    const Json rosenbrock =
+        simulate_result(run(dir, "simulate cfg.json --t-end 5 --stepper rosenbrock4 --rtol 1e-10 --atol 1e-12"), 3, 1);
+    CHECK(rosenbrock["status"] == "completed");
+    CHECK(rosenbrock["stiff_steps"] == rosenbrock["steps"]);  // every step is the stiff method's
+    const Json explicit_only = simulate_result(run(dir, "simulate cfg.json --t-end 5 --no-stiff-switching"), 3, 1);
+    CHECK(explicit_only["status"] == "completed");
+    CHECK(explicit_only["stiff_steps"] == 0);
+    CHECK(explicit_only["stiff_switches"].empty());
+    CHECK(test::max_rel_err(flat_tokens(rosenbrock["tokens"]), flat_tokens(explicit_only["tokens"])) < 1e-6);
+    check_refused(run(dir, "simulate cfg.json --t-end 5 --no-stiff-switching=1"), 2,
+                  "ssmdyn: --no-stiff-switching=1: unknown option for 'simulate'");
+}
+
+#ifdef SSMDYN_INSPECT_EXE
+namespace {
+
+/// A Mamba layer's five S6 tensors, d_inner = d, N = dt_rank = 1, in BF16.
+void write_mamba_layer(const fs::path& path, Eigen::Index d) {
+    using ssmdyn::DType;
+    using ssmdyn::NamedTensor;
+    const std::string p = "backbone.layers.0.mixer.";
+    ssmdyn::write_safetensors(
+        path.string(),
+        {NamedTensor::from_matrix(p + "x_proj.weight", Eigen::MatrixXd::Constant(3, d, 0.01), DType::BF16),
+         NamedTensor::from_matrix(p + "dt_proj.weight", Eigen::MatrixXd::Constant(d, 1, 0.5), DType::BF16),
+         NamedTensor::from_vector(p + "dt_proj.bias", Eigen::VectorXd::Zero(d), DType::BF16),
+         NamedTensor::from_matrix(p + "A_log", Eigen::MatrixXd::Zero(d, 1), DType::BF16),
+         NamedTensor::from_vector(p + "D", Eigen::VectorXd::Ones(d), DType::BF16)});
+}
+
+Run inspect(const ScratchDir& dir, const std::string& args, const std::string& env = "") {
+    return run_program(dir, SSMDYN_INSPECT_EXE, args, env);
+}
+
+}  // namespace
+
+TEST_CASE("cli probe: a 560 KB checkpoint declaring d_inner = 40000 is refused, naming the sizes") {
+    ScratchDir dir;
+    write_mamba_layer(dir / "huge.safetensors", 40000);
+    CHECK(fs::file_size(dir / "huge.safetensors") < 600000);
+    // By default (physical memory): six 40000 x 40000 matrices are 71.5 GiB.
+    if (ssmdyn::physical_memory_bytes() < 76800000000ull) {
+        const Run by_default = inspect(dir, "huge.safetensors", "timeout 60");
+        check_refused(by_default, 2,
+                      "inspect_checkpoint: layer 0 of 'huge.safetensors' (d_inner = 40000): six dense 40000 x 40000 "
+                      "matrices of doubles");
+        CHECK(by_default.err.find("needs 71.5 GiB (76800000000 bytes), more than the memory limit") !=
+              std::string::npos);
+    }
+    // Under a limit set by the environment, whatever the machine.
+    const Run limited = inspect(dir, "huge.safetensors", "SSMDYN_MEMORY_LIMIT=1G timeout 60");
+    check_refused(limited, 2, "inspect_checkpoint: layer 0 of 'huge.safetensors' (d_inner = 40000)");
+    CHECK(limited.err.find("more than the memory limit of 1 GiB (1073741824 bytes") != std::string::npos);
+    // A small layer is fine.
+    write_mamba_layer(dir / "small.safetensors", 16);
+    const Run small = inspect(dir, "small.safetensors --json --tokens 4 --sets 1");
+    CAPTURE(small.err);
+    CHECK(small.exit_code == 0);
+}
+
+TEST_CASE("cli probe: hostile checkpoint files: header length beyond the file, FIFO, layer overflow") {
+    ScratchDir dir;
+    {
+        std::ofstream out(dir / "short.safetensors", std::ios::binary);
+        const unsigned char length[8] = {0x00, 0x10, 0, 0, 0, 0, 0, 0};  // 4096 bytes declared
+        out.write(reinterpret_cast<const char*>(length), 8);
+        out << "{}";
+    }
+    check_refused(inspect(dir, "short.safetensors"), 2,
+                  "inspect_checkpoint: safetensors file 'short.safetensors' declares a header of 4096 bytes, "
+                  "larger than the 2 bytes after the length field");
+    REQUIRE(::mkfifo((dir / "ckpt.fifo").c_str(), 0600) == 0);
+    check_refused(inspect(dir, "ckpt.fifo", "timeout 10"), 2,
+                  "inspect_checkpoint: safetensors file 'ckpt.fifo' is a FIFO (named pipe), not a regular file");
+    write_mamba_layer(dir / "small.safetensors", 8);
+    check_refused(inspect(dir, "small.safetensors 99999999999"), 2,
+                  "inspect_checkpoint: LAYER: expected a whole number from 0 to 2147483647, got '99999999999'");
+    check_refused(inspect(dir, "small.safetensors 1"), 2, "inspect_checkpoint: safetensors file 'small.safetensors', "
+                                                          "Mamba layer 1: missing tensor");
+}
+#endif
+
+TEST_CASE("cli probe: a million steps with --out run in a 256 MB address space, every row written") {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    WARN("skipped: sanitizers reserve far more than 256 MB of address space");
+    return;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+    WARN("skipped: sanitizers reserve far more than 256 MB of address space");
+    return;
+#endif
+#endif
+    ScratchDir dir;
+    write_file(dir / "cfg.json", probe_config);
+    // 256 MB as the issue asks; and 48 MB, which a run keeping its states in memory cannot
+    // meet even for these two tokens (it peaked at 58 MB resident and failed with
+    // std::bad_alloc under 48 MB), while streaming needs less than 16 MB.
+    for (const char* limit_kib : {"262144", "49152"}) {
+        CAPTURE(limit_kib);
+        // rk4 with h = 2^-20 to t = 10^6 h: exactly 10^6 steps (every t is exact in binary).
+        const Run r = run(dir,
+                          "simulate cfg.json --stepper rk4 --dt 9.5367431640625e-07 --t-end 0.95367431640625 "
+                          "--max-steps 2000000 --out traj.csv",
+                          std::string("ulimit -v ") + limit_kib + " &&");
+        const Json j = simulate_result(r, 2, 1);
+        CHECK(j["status"] == "completed");
+        CHECK(j["steps"] == 1000000);
+        // Header and 10^6 + 1 rows (x(0) and every step), counted without holding the lines.
+        std::ifstream in(dir / "traj.csv");
+        std::string line, last;
+        std::getline(in, line);
+        CHECK(line == "t,x1_1,x2_1");
+        std::size_t rows = 0;
+        while (std::getline(in, line)) {
+            ++rows;
+            last.swap(line);
+        }
+        CHECK(rows == 1000001);
+        CHECK(last.rfind("0.95367431640625,", 0) == 0);
+    }
 }

@@ -1,11 +1,17 @@
 #pragma once
 /// \file arguments.hpp
-/// Command-line arguments of one subcommand: positional words and `--flag value` pairs,
-/// in any order. Every flag takes exactly one value; a flag given twice keeps the last.
+/// Command-line arguments of one subcommand: positional words, `--flag value` pairs and
+/// value-less `--switch`es, in any order. A flag given twice keeps the last value.
+///
+/// Numbers are read strictly, in decimal notation only: `16`, `-2.5`, `1e-3`, but not
+/// `0x10`, `inf`, `nan`, ` 5` or `5 `; whole numbers are decimal digits only and must fit
+/// in their range (no silent truncation of `99999999999`).
 
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <initializer_list>
+#include <limits>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -14,9 +20,58 @@
 
 namespace ssmdyn::cli {
 
+/// Whether `text` is a number in decimal notation: an optional sign, digits with at most
+/// one decimal point (at least one digit), then optionally e or E, an optional sign and
+/// digits. Nothing else: no spaces, no hexadecimal, no inf or nan.
+inline bool is_decimal_number(const std::string& text) {
+    std::size_t i = 0;
+    const std::size_t n = text.size();
+    const auto digits = [&] {
+        const std::size_t start = i;
+        while (i < n && text[i] >= '0' && text[i] <= '9') ++i;
+        return i - start;
+    };
+    if (i < n && (text[i] == '+' || text[i] == '-')) ++i;
+    std::size_t mantissa = digits();
+    if (i < n && text[i] == '.') {
+        ++i;
+        mantissa += digits();
+    }
+    if (mantissa == 0) return false;
+    if (i < n && (text[i] == 'e' || text[i] == 'E')) {
+        ++i;
+        if (i < n && (text[i] == '+' || text[i] == '-')) ++i;
+        if (digits() == 0) return false;
+    }
+    return i == n;
+}
+
+/// `text` as a finite double if it is a decimal number (is_decimal_number) within the
+/// range of double; nullopt otherwise (1e999 included).
+inline std::optional<double> parse_decimal(const std::string& text) {
+    if (!is_decimal_number(text)) return std::nullopt;
+    const double v = std::strtod(text.c_str(), nullptr);  // the grammar above is a subset of strtod's
+    if (!std::isfinite(v)) return std::nullopt;
+    return v;
+}
+
+/// `text` as a whole number in [0, max] if it is decimal digits only (no sign, no
+/// exponent, no spaces); nullopt otherwise, including when it is larger than max.
+inline std::optional<std::uint64_t> parse_whole(const std::string& text, std::uint64_t max) {
+    if (text.empty()) return std::nullopt;
+    std::uint64_t v = 0;
+    for (char c : text) {
+        if (c < '0' || c > '9') return std::nullopt;
+        const auto d = static_cast<std::uint64_t>(c - '0');
+        if (d > max || v > (max - d) / 10) return std::nullopt;  // v * 10 + d > max
+        v = v * 10 + d;
+    }
+    return v;
+}
+
 struct Arguments {
     std::vector<std::string> positional;
-    std::map<std::string, std::string> values;  ///< flag (with its dashes) -> value
+    std::map<std::string, std::string> values;  ///< flag (with its dashes) -> value ("" for a switch)
 
     bool has(const std::string& flag) const { return values.count(flag) != 0; }
 
@@ -25,14 +80,15 @@ struct Arguments {
         return it == values.end() ? std::nullopt : std::optional<std::string>(it->second);
     }
 
-    /// The value of `flag` as a finite number; throws std::invalid_argument naming the flag.
+    /// The value of `flag` as a finite number in decimal notation (see parse_decimal);
+    /// throws std::invalid_argument naming the flag.
     std::optional<double> number(const std::string& flag) const {
         const auto value = text(flag);
         if (!value) return std::nullopt;
-        char* end = nullptr;
-        const double v = std::strtod(value->c_str(), &end);
-        if (value->empty() || end != value->c_str() + value->size() || !std::isfinite(v))
-            throw std::invalid_argument(flag + ": '" + *value + "' is not a finite number");
+        const std::optional<double> v = parse_decimal(*value);
+        if (!v)
+            throw std::invalid_argument(flag + ": '" + *value +
+                                        "' is not a finite number (decimal notation, e.g. 16, 0.5 or 1e-8)");
         return v;
     }
 
@@ -41,6 +97,17 @@ struct Arguments {
         const double v = number(flag).value_or(fallback);
         if (v < 0) throw std::invalid_argument(flag + ": must be >= 0, got " + *text(flag));
         return v;
+    }
+
+    /// The value of `flag` as a whole number in [0, max] (decimal digits only), or
+    /// `fallback` when the flag is absent; throws naming the flag, `meaning` and the range.
+    std::uint64_t whole(const std::string& flag, std::uint64_t fallback, std::uint64_t max,
+                        const std::string& meaning) const {
+        const auto value = text(flag);
+        if (!value) return fallback;
+        if (const auto v = parse_whole(*value, max)) return *v;
+        throw std::invalid_argument(flag + ": expected " + meaning + ", a whole number from 0 to " +
+                                    std::to_string(max) + " in decimal digits, got '" + *value + "'");
     }
 
     /// parse(value of `flag`), or `fallback` without the flag; a std::invalid_argument
@@ -58,16 +125,24 @@ struct Arguments {
 };
 
 /// Splits the arguments of `command`; throws std::invalid_argument on a flag that is not
-/// in `flags` or has no value. A word starting with '-' is a flag, except where it is a
-/// flag's value (so `--t-end -1` reaches the range check rather than failing here).
+/// in `flags` or `switches`, or a flag (not a switch) without a value. A word starting
+/// with '-' is a flag, except where it is a flag's value (so `--t-end -1` reaches the range
+/// check rather than failing here). `switches` take no value (has() tells they were given).
 inline Arguments parse_arguments(const std::vector<std::string>& args,
                                  std::initializer_list<const char*> flags,
-                                 const std::string& command) {
+                                 const std::string& command,
+                                 std::initializer_list<const char*> switches = {}) {
     Arguments parsed;
     for (std::size_t i = 0; i < args.size(); ++i) {
         const std::string& word = args[i];
         if (word.size() < 2 || word[0] != '-') {
             parsed.positional.push_back(word);
+            continue;
+        }
+        bool is_switch = false;
+        for (const char* s : switches) is_switch = is_switch || word == s;
+        if (is_switch) {
+            parsed.values[word] = "";
             continue;
         }
         bool known = false;

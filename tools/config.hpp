@@ -19,20 +19,35 @@
 /// (matrix rows and entries are 0-based JSON indices; tokens and channels are 1-based,
 /// as x_1 … x_L in the paper). Unknown fields are errors too, so that a misspelt optional
 /// field such as "delta_bais" is not silently ignored.
+///
+/// The file is untrusted input: only a regular file is read (a FIFO, a device, a socket or
+/// a directory is refused without blocking or reading from it), its size is checked
+/// against the memory limit (core/memory_limit.hpp) before it is read, and the JSON is
+/// strict: a key given twice in one object (`"tokens"` twice: nlohmann keeps the last
+/// silently), anything but whitespace after the JSON value (a NUL byte included, which
+/// nlohmann takes for the end of the input) and nesting deeper than 64 levels are errors
+/// naming the key or the byte offset (0-based). Matrices and tokens are checked against
+/// the memory limit before they are allocated.
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstddef>
-#include <filesystem>
-#include <fstream>
+#include <cstring>
 #include <initializer_list>
-#include <iterator>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include <ssmdyn/core/memory_limit.hpp>
 #include <ssmdyn/core/params.hpp>
 #include <ssmdyn/core/state.hpp>
 
@@ -101,6 +116,8 @@ inline MatrixX<double> matrix(const Json& j, const std::string& field) {
     const Json& first = j.front();
     if (!first.is_array() || first.empty())
         fail(index(field, 0), "expected a non-empty array of numbers, " + got(first));
+    check_allocation(checked_bytes(j.size(), first.size(), sizeof(double)),
+                     field + " (" + std::to_string(j.size()) + " x " + std::to_string(first.size()) + " numbers)");
     MatrixX<double> m(static_cast<Eigen::Index>(j.size()), static_cast<Eigen::Index>(first.size()));
     for (std::size_t i = 0; i < j.size(); ++i) {
         const std::string row = index(field, i);
@@ -157,6 +174,8 @@ inline StateVector<double> tokens(const Json& j, Eigen::Index dim) {
     if (!j.is_array()) fail("tokens", "expected an array of tokens, " + got(j));
     if (j.empty()) fail("tokens", "expected at least one token, got an empty array");
     const auto d = static_cast<std::size_t>(dim);
+    check_allocation(checked_bytes(j.size(), d, sizeof(double)),
+                     "tokens (L x D = " + std::to_string(j.size()) + " x " + std::to_string(d) + " numbers)");
     StateVector<double> x(static_cast<Eigen::Index>(j.size() * d));
     for (std::size_t l = 0; l < j.size(); ++l) {
         const std::string token = "tokens: token " + std::to_string(l + 1);
@@ -184,6 +203,185 @@ inline std::string brief(const Json::exception& e) {
     return tag_end == std::string::npos ? what : what.substr(tag_end + 2);
 }
 
+/// Deepest nesting of arrays and objects accepted in a configuration (it needs 3).
+constexpr int max_json_depth = 64;
+
+/// A parser callback for nlohmann::json::parse that refuses what its DOM parser lets
+/// through: a key given twice in one object (it keeps the last silently) and nesting
+/// deeper than max_json_depth. Throws std::invalid_argument naming the key and where it is.
+class StrictKeys {
+public:
+    explicit StrictKeys(std::string field) : m_field(std::move(field)) {}
+
+    bool operator()(int depth, Json::parse_event_t event, Json& parsed) {
+        using Event = Json::parse_event_t;
+        switch (event) {
+            case Event::object_start:
+            case Event::array_start:
+                if (depth >= max_json_depth)
+                    fail("invalid JSON: arrays and objects nested deeper than " + std::to_string(max_json_depth) +
+                         " levels");
+                m_stack.push_back(Level{event == Event::object_start, {}, {}, 0});
+                break;
+            case Event::key: {
+                Level& top = m_stack.back();
+                const std::string& key = parsed.get_ref<const std::string&>();
+                if (!top.keys.insert(key).second)
+                    fail("invalid JSON: duplicate key " + Json(key).dump(-1, ' ', false, Json::error_handler_t::replace) +
+                         " in " + where() + " (each key may appear once)");
+                top.key = key;
+                break;
+            }
+            case Event::object_end:
+            case Event::array_end:
+                m_stack.pop_back();
+                element_done();
+                break;
+            case Event::value: element_done(); break;
+        }
+        return true;
+    }
+
+private:
+    struct Level {
+        bool object;
+        std::set<std::string> keys;  // an object's keys so far
+        std::string key;             // an object's current key
+        std::size_t index;           // an array's current index
+    };
+
+    void element_done() {
+        if (!m_stack.empty() && !m_stack.back().object) ++m_stack.back().index;
+    }
+
+    // The object at the top of the stack, as a field name: "the top-level object", "model".
+    std::string where() const {
+        std::string path;
+        for (std::size_t i = 0; i + 1 < m_stack.size(); ++i) {
+            const Level& level = m_stack[i];
+            if (level.object) path += (path.empty() ? "" : ".") + level.key;
+            else path += "[" + std::to_string(level.index) + "]";
+        }
+        return path.empty() ? "the top-level object" : path;
+    }
+
+    [[noreturn]] void fail(const std::string& problem) const { throw std::invalid_argument(m_field + ": " + problem); }
+
+    std::string m_field;
+    std::vector<Level> m_stack;
+};
+
+/// Where the top-level array or object starting `text` ends (one past its closing
+/// bracket), found by bracket counting outside strings; npos when text does not start
+/// (after whitespace) with '[' or '{', or the brackets never balance.
+inline std::size_t json_container_end(const std::string& text) {
+    std::size_t i = text.find_first_not_of(" \t\n\r");
+    if (i == std::string::npos || (text[i] != '{' && text[i] != '[')) return std::string::npos;
+    std::size_t depth = 0;
+    bool in_string = false;
+    for (; i < text.size(); ++i) {
+        const char c = text[i];
+        if (in_string) {
+            if (c == '\\') ++i;
+            else if (c == '"') in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '{' || c == '[') {
+            ++depth;
+        } else if ((c == '}' || c == ']') && --depth == 0) {
+            return i + 1;
+        }
+    }
+    return std::string::npos;
+}
+
+/// `text` for a message: at most 20 bytes, those outside printable ASCII as \xNN.
+inline std::string quoted_excerpt(const std::string& text, std::size_t from) {
+    static const char* const hex = "0123456789ABCDEF";
+    std::string out;
+    const std::size_t to = std::min(text.size(), from + 20);
+    for (std::size_t i = from; i < to; ++i) {
+        const auto c = static_cast<unsigned char>(text[i]);
+        if (c >= 0x20 && c < 0x7F) {
+            out += static_cast<char>(c);
+        } else {
+            out += "\\x";
+            out += hex[c >> 4];
+            out += hex[c & 0xF];
+        }
+    }
+    return "'" + out + (to < text.size() ? "...'" : "'");
+}
+
+/// Parses `text` as one strict JSON value (see the file comment); throws
+/// std::invalid_argument starting with `field`.
+inline Json parse_strict(const std::string& text, const std::string& field) {
+    const std::size_t end = json_container_end(text);
+    // nlohmann's lexer takes a NUL byte for the end of the input, so that "{..}\0junk"
+    // would pass: a NUL is never valid in JSON text (a string holds it escaped, \u0000).
+    const void* nul = std::memchr(text.data(), 0, text.size());
+    if (nul) {
+        const auto at = static_cast<std::size_t>(static_cast<const char*>(nul) - text.data());
+        fail(field, "invalid JSON: unexpected byte 0x00 (NUL) at byte offset " + std::to_string(at) +
+                        (end != std::string::npos && at >= end ? ", after the JSON value" : ""));
+    }
+    // The value alone first, so that what follows it is named as such, with its offset.
+    const bool trailing = end != std::string::npos && text.find_first_not_of(" \t\n\r", end) != std::string::npos;
+    try {
+        Json root = Json::parse(trailing ? text.substr(0, end) : text, StrictKeys(field));
+        if (trailing) {
+            const std::size_t at = text.find_first_not_of(" \t\n\r", end);
+            fail(field, "invalid JSON: unexpected content after the JSON value at byte offset " + std::to_string(at) +
+                            ": " + quoted_excerpt(text, at));
+        }
+        return root;
+    } catch (const Json::exception& e) {
+        fail(field, "invalid JSON: " + brief(e));
+    }
+}
+
+/// The bytes of the configuration file at `path`, read only if it is a regular file (a
+/// FIFO would block, a device can be endless) whose size fits the memory limit; throws
+/// std::invalid_argument starting with `field`.
+inline std::string read_regular_file(const std::string& path, const std::string& field) {
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; fstat on the open file then
+    // tells what it is (no race between a check of the path and the open).
+    const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) fail(field, "cannot be opened: " + std::generic_category().message(errno));
+    struct Closer {
+        int fd;
+        ~Closer() { ::close(fd); }
+    } closer{fd};
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) fail(field, "cannot be read: " + std::generic_category().message(errno));
+    if (S_ISDIR(st.st_mode)) fail(field, "is a directory");
+    if (S_ISFIFO(st.st_mode)) fail(field, "is a FIFO (named pipe), not a regular file; write the configuration to a file");
+    if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) fail(field, "is a device, not a regular file");
+    if (!S_ISREG(st.st_mode)) fail(field, "is not a regular file");
+    const auto size = static_cast<std::size_t>(st.st_size > 0 ? st.st_size : 0);
+    // The text, and nlohmann's document of it: up to 16 bytes per byte of text (a 16-byte
+    // value for each number of two characters, "0,").
+    check_allocation(checked_bytes(size, 17), field + " (" + std::to_string(size) + " bytes: its text and its parsed JSON)");
+    // Read to the end, but not beyond the size stat reported (and 64 MiB for files that
+    // report none, as in /proc): a file that grows while being read is refused.
+    const std::size_t cap = std::max<std::size_t>(size, std::size_t(64) << 20);
+    std::string text;
+    text.reserve(size);
+    char buffer[1 << 16];
+    for (;;) {
+        const ::ssize_t n = ::read(fd, buffer, sizeof buffer);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            fail(field, "could not be read: " + std::generic_category().message(errno));
+        }
+        if (n == 0) break;
+        if (static_cast<std::size_t>(n) > cap - text.size())
+            fail(field, "is larger than " + std::to_string(cap) + " bytes (it grew while being read?)");
+        text.append(buffer, static_cast<std::size_t>(n));
+    }
+    return text;
+}
+
 }  // namespace detail
 
 /// Parses a configuration already read as JSON; throws std::invalid_argument naming the field.
@@ -202,23 +400,12 @@ inline Config parse_config(const nlohmann::json& root) {
     return config;
 }
 
-/// Reads and parses the configuration file at `path`; throws std::invalid_argument.
+/// Reads and parses the configuration file at `path` (a regular file, strict JSON: see
+/// the file comment); throws std::invalid_argument naming the file, field, key or offset.
 inline Config load_config(const std::string& path) {
     const std::string field = "config file '" + path + "'";
-    std::error_code ec;
-    if (std::filesystem::is_directory(path, ec)) detail::fail(field, "is a directory");
-    errno = 0;
-    std::ifstream in(path);
-    if (!in) detail::fail(field, "cannot be opened: " + std::generic_category().message(errno));
-    const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-    if (in.bad()) detail::fail(field, "could not be read");
-    nlohmann::json root;
-    try {
-        root = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::exception& e) {
-        detail::fail(field, "invalid JSON: " + detail::brief(e));
-    }
-    return parse_config(root);
+    const std::string text = detail::read_regular_file(path, field);
+    return parse_config(detail::parse_strict(text, field));
 }
 
 }  // namespace ssmdyn::cli

@@ -1,8 +1,12 @@
 // The `ssmdyn` command-line program: `demo` (the default), `simulate`, `classify`,
 // `forward`, `sweep` and `influence`.
 //
-// Exit codes: 0 on success (a blow-up is a result, not an error), 2 on invalid input,
-// 1 on any other failure; every error is one line on stderr naming the field or flag.
+// Exit codes: 0 on success (a blow-up, a spent step or time budget are results, not
+// errors), 2 on invalid input (including input whose memory need is above the limit of
+// core/memory_limit.hpp), 1 on any other failure (a write error on an --out file
+// included); every error is one line on stderr, "ssmdyn: ...", naming the field, flag or
+// file. Output files are opened, and their header written and flushed, before any
+// computation, so that an unwritable file fails at once.
 
 #include <chrono>
 #include <cmath>
@@ -13,9 +17,12 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include <ssmdyn/core/memory_limit.hpp>
 
 #include <ssmdyn/core/deep_model.hpp>
 #include <ssmdyn/core/system.hpp>
@@ -31,6 +38,7 @@
 #include "arguments.hpp"
 #include "config.hpp"
 #include "demo.hpp"
+#include "integration_options.hpp"
 #ifdef SSMDYN_WITH_MPI
 #include "mpi_sweep.hpp"
 #endif
@@ -54,8 +62,10 @@ constexpr const char* usage = R"(usage:
                --t-end T [--threads P] [--out FILE.csv]
       The 1-D phase diagram over the N x N grid of (mu, s) for fixed tokens (a default 1,
       bias 0): every cell predicted by the theorem and observed by integrating to T, on
-      P threads (0: all). Prints {"cells", "agreement", "counts", "solve_seconds"}; the CSV
-      has one row per cell: mu,s,predicted,observed,t_blowup.
+      P threads (0: all; more than the hardware's threads is capped to them, with a
+      one-line note on stderr). Prints {"cells", "agreement", "counts", "solve_seconds"};
+      the CSV has one row per cell: mu,s,predicted,observed,t_blowup. A grid whose cells
+      do not fit in memory is refused before anything runs.
 
   ssmdyn classify CONFIG
       Predicts the regime from the paper's theorems and prints {"regime", "mu",
@@ -63,20 +73,36 @@ constexpr const char* usage = R"(usage:
       "first_token_blowup_time", "tokens": [{"index", "prediction"}, ..]}.
 
   ssmdyn simulate CONFIG --t-end T [--rtol R] [--atol A] [--stepper NAME] [--dt H]
-                         [--error-norm max|rms] [--out FILE.csv]
+                         [--error-norm max|rms] [--max-steps N] [--max-seconds S]
+                         [--no-stiff-switching] [--out FILE.csv]
       Integrates dX/dt = S6(X) from the tokens in CONFIG up to time T and prints
       {"status", "t_final", "t_blowup", "tokens", "steps", "rhs_evaluations",
-       "solve_seconds", "observed_regime"} as one JSON object.
+       "stiff_steps", "stiff_switches", "solve_seconds", "observed_regime"} as one JSON
+      object; status is completed, blow_up, step_size_underflow, max_steps, non_finite
+      or time_limit (all exit 0).
       --rtol, --atol   tolerances of the adaptive steppers (default 1e-8, 1e-10)
-      --stepper        dopri5 (default), cash_karp, fehlberg78, bulirsch_stoer, rk4
+      --stepper        dopri5 (default), cash_karp, fehlberg78, bulirsch_stoer, rk4,
+                       rosenbrock4 (L-stable, for stiff runs)
       --error-norm     max (default) or rms: how the Runge-Kutta pairs combine the scaled
                        error components (rms: as SciPy's solve_ivp and Hairer's codes)
       --dt             rk4: the fixed step; adaptive: the first trial step
                        (default 0: chosen automatically)
-      --out            also write the trajectory as CSV, columns t,x1_1,..,xL_D
+      --max-steps      the step budget: status max_steps after N accepted steps
+                       (default 1000000)
+      --max-seconds    the wall-clock budget: status time_limit, with the state reached,
+                       after S seconds (default 0: none)
+      --no-stiff-switching
+                       keep the explicit stepper throughout (by default dopri5,
+                       cash_karp and fehlberg78 hand over to rosenbrock4 while the run
+                       is stiff; stiff_steps and stiff_switches report it)
+      --out            also write the trajectory as CSV, columns t,x1_1,..,xL_D, one row
+                       per accepted step, streamed while integrating (memory stays
+                       that of the state however long the run); a write error (a full
+                       disk) ends the run with exit 1 naming the file
 
   ssmdyn influence CONFIG --t-end T [--rtol R] [--atol A] [--stepper NAME] [--dt H]
-                          [--error-norm max|rms] [--out FILE.csv]
+                          [--error-norm max|rms] [--max-steps N] [--max-seconds S]
+                          [--no-stiff-switching] [--out FILE.csv]
       Token influence: integrates X and its sensitivities to the initial tokens up to T
       (flags as for simulate; the error control covers both) and prints {"status",
       "t_final", "influence", "tokens"}: influence[l][j] = |d x_l(T) / d x_j(0)|_F, the
@@ -95,8 +121,18 @@ constexpr const char* usage = R"(usage:
        "tokens": [[x_1 (D values)], .., [x_L]]}
   or the 1-D shorthand (tokens may be a flat list); unknown fields are errors:
       {"model": {"mu": m, "s_delta": s, "a": a, "delta_bias": b}, "tokens": [x_1, .., x_L]}
+  CONFIG must be a regular file (not a FIFO or a device) of strict JSON: a key given
+  twice, or anything after the JSON value (a NUL byte included), is an error.
 
-  Exit status: 0 success (a blow-up included), 2 invalid input, 1 other failure.
+  Numbers on the command line are decimal (16, 0.5, 1e-8; not 0x10, inf or nan); whole
+  numbers (N, K, P) are decimal digits within their range.
+
+  Memory: input whose memory need is above the limit (the machine's physical memory, or
+  SSMDYN_MEMORY_LIMIT=bytes, with an optional suffix K, M, G or T) is refused before
+  anything is allocated.
+
+  Exit status: 0 success (a blow-up or a spent budget included), 2 invalid input,
+  1 other failure (a write error on an --out file included).
 )";
 
 int run_forward(const std::vector<std::string>& argv) {
@@ -104,11 +140,8 @@ int run_forward(const std::vector<std::string>& argv) {
     if (args.positional.size() != 1)
         throw std::invalid_argument("forward: expected exactly one CONFIG file");
     if (!args.has("--depth")) throw std::invalid_argument("--depth: required (the number of layers)");
-    const double depth = args.non_negative("--depth", 0.0);
-    if (depth != std::floor(depth) || depth > 1e9)
-        throw std::invalid_argument("--depth: must be a whole number of layers, got " + *args.text("--depth"));
     DeepModelOptions<double> options;
-    options.depth = static_cast<Eigen::Index>(depth);
+    options.depth = static_cast<Eigen::Index>(args.whole("--depth", 0, 1000000000, "the number of layers"));
     options.step = args.number("--step").value_or(1.0);
     if (!(options.step > 0)) throw std::invalid_argument("--step: must be > 0, got " + *args.text("--step"));
     const Config config = load_config(args.positional.front());
@@ -129,24 +162,27 @@ std::vector<double> split_numbers(const std::string& flag, const std::string& te
     for (;;) {
         const std::size_t stop = text.find(separator, start);
         const std::string piece = text.substr(start, stop == std::string::npos ? std::string::npos : stop - start);
-        char* end = nullptr;
-        const double v = std::strtod(piece.c_str(), &end);
-        if (piece.empty() || *end != '\0' || !std::isfinite(v))
-            throw std::invalid_argument(flag + ": expected " + expected + ", got '" + text + "'");
-        values.push_back(v);
+        const std::optional<double> v = parse_decimal(piece);
+        if (!v) throw std::invalid_argument(flag + ": expected " + expected + ", got '" + text + "'");
+        values.push_back(*v);
         if (stop == std::string::npos) return values;
         start = stop + 1;
     }
 }
 
-/// "MIN:MAX:N" as N evenly spaced values (N = 1: just MIN).
+/// "MIN:MAX:N" as N evenly spaced values (N = 1: just MIN), N a whole number from 1 to 10^6.
 std::vector<double> parse_range(const std::string& flag, const std::string& text) {
-    const std::vector<double> parts = split_numbers(flag, text, ':', "MIN:MAX:N");
-    if (parts.size() != 3 || parts[2] < 1 || parts[2] != std::floor(parts[2]) || parts[2] > 1e6 ||
-        parts[1] < parts[0])
-        throw std::invalid_argument(flag + ": expected MIN:MAX:N with MIN <= MAX and a whole N >= 1, got '" +
-                                    text + "'");
-    const auto n = static_cast<std::size_t>(parts[2]);
+    const std::string problem = flag + ": expected MIN:MAX:N with decimal MIN <= MAX and a whole N from 1 to 1000000, got '" +
+                                text + "'";
+    const std::size_t first = text.find(':'), last = text.rfind(':');
+    if (first == std::string::npos || first == last || text.find(':', first + 1) != last)
+        throw std::invalid_argument(problem);
+    const std::optional<double> min = parse_decimal(text.substr(0, first)),
+                                max = parse_decimal(text.substr(first + 1, last - first - 1));
+    const std::optional<std::uint64_t> count = parse_whole(text.substr(last + 1), 1000000);
+    if (!min || !max || !count || *count < 1 || *max < *min) throw std::invalid_argument(problem);
+    const std::vector<double> parts = {*min, *max};
+    const auto n = static_cast<std::size_t>(*count);
     std::vector<double> values(n);
     for (std::size_t i = 0; i < n; ++i)
         values[i] = n == 1 ? parts[0] : parts[0] + (parts[1] - parts[0]) * double(i) / double(n - 1);
@@ -158,6 +194,21 @@ StateVector<double> parse_tokens(const std::string& text) {
     const std::vector<double> values =
         split_numbers("--tokens", text, ',', "finite numbers separated by commas");
     return Eigen::Map<const StateVector<double>>(values.data(), static_cast<Eigen::Index>(values.size()));
+}
+
+/// --threads P (0: all), capped to the hardware's thread count with a one-line note on
+/// stderr: more threads than that only compete, and thousands fail inside OpenMP.
+int thread_count(const Arguments& args) {
+    const std::uint64_t asked = args.whole("--threads", 0, 1000000, "the number of threads (0: all)");
+    const unsigned hardware = std::thread::hardware_concurrency();  // 0: unknown
+    if (hardware > 0 && asked > hardware) {
+        std::cerr << "ssmdyn: note: --threads " << asked << " is more than the " << hardware
+                  << " hardware threads; using " << hardware << '\n';
+        return static_cast<int>(hardware);
+    }
+    if (hardware == 0 && asked > 4096)  // unknown hardware: still a bound OpenMP can meet
+        throw std::invalid_argument("--threads: at most 4096 when the hardware's thread count is unknown");
+    return static_cast<int>(asked);
 }
 
 int run_sweep(const std::vector<std::string>& argv) {
@@ -175,11 +226,17 @@ int run_sweep(const std::vector<std::string>& argv) {
     grid.fixed.b = args.number("--bias").value_or(0.0);
     if (!(grid.fixed.a > 0)) throw std::invalid_argument("--a: must be > 0");
     const double t_end = args.non_negative("--t-end", 0.0);
-    const double threads = args.non_negative("--threads", 0.0);
-    if (threads != std::floor(threads) || threads > 4096)
-        throw std::invalid_argument("--threads: expected a whole number");
+    const int threads = thread_count(args);
+    // The cells (and, on MPI rank 0, their packed copies): refused before anything runs.
+    check_allocation(checked_bytes(grid.mu.size(), grid.s.size(), sizeof(PhaseCell)),
+                     "sweep: the " + std::to_string(grid.mu.size()) + " x " + std::to_string(grid.s.size()) +
+                         " grid of cells (--mu and --s)");
     std::optional<std::ofstream> csv;
-    if (const auto path = args.text("--out")) csv = open_for_writing(*path, "--out");
+    if (const auto path = args.text("--out")) {
+        csv = open_for_writing(*path, "--out");
+        write_phase_diagram_header(*csv);
+        flush_checked(*csv, *path);
+    }
 
     ProgressBar bar("sweep");
 #ifdef SSMDYN_WITH_MPI
@@ -187,14 +244,14 @@ int run_sweep(const std::vector<std::string>& argv) {
     const auto start = std::chrono::steady_clock::now();
     const std::vector<PhaseCell> cells =
         mpi.size() > 1
-            ? mpi_phase_diagram(mpi, grid, tokens, t_end, SimulateOptions<double>{}, static_cast<int>(threads),
+            ? mpi_phase_diagram(mpi, grid, tokens, t_end, SimulateOptions<double>{}, threads,
                                 std::ref(bar))
-            : phase_diagram(grid, tokens, t_end, SimulateOptions<double>{}, static_cast<int>(threads), std::ref(bar));
+            : phase_diagram(grid, tokens, t_end, SimulateOptions<double>{}, threads, std::ref(bar));
     if (mpi.rank() != 0) return 0;  // rank 0 has the whole grid and writes the results
 #else
     const auto start = std::chrono::steady_clock::now();
     const std::vector<PhaseCell> cells =
-        phase_diagram(grid, tokens, t_end, SimulateOptions<double>{}, static_cast<int>(threads), std::ref(bar));
+        phase_diagram(grid, tokens, t_end, SimulateOptions<double>{}, threads, std::ref(bar));
 #endif
     const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
 
@@ -208,7 +265,7 @@ int run_sweep(const std::vector<std::string>& argv) {
         counts[to_string(c.observed)] = counts[to_string(c.observed)].get<std::size_t>() + 1;
     }
     if (csv) {
-        write_phase_diagram_csv(*csv, cells);
+        write_phase_diagram_rows(*csv, cells);
         close_checked(*csv, *args.text("--out"));
     }
     nlohmann::ordered_json out;
@@ -229,19 +286,6 @@ int run_classify(const std::vector<std::string>& argv) {
     return 0;
 }
 
-SimulateOptions<double> simulate_options(const Arguments& args) {
-    SimulateOptions<double> o;
-    o.rtol = args.non_negative("--rtol", o.rtol);
-    o.atol = args.non_negative("--atol", o.atol);
-    if (o.rtol == 0 && o.atol == 0) throw std::invalid_argument("--rtol, --atol: cannot both be 0");
-    o.dt = args.non_negative("--dt", o.dt);
-    o.stepper = args.parsed("--stepper", o.stepper, parse_stepper);
-    o.error_norm = args.parsed("--error-norm", o.error_norm, parse_error_norm);
-    if (o.error_norm == ErrorNorm::Rms && o.stepper == Stepper::BulirschStoer)
-        throw std::invalid_argument("--error-norm: rms applies to dopri5, cash_karp and fehlberg78");
-    o.record = args.has("--out") ? Record::Steps : Record::None;  // None: no trajectory kept
-    return o;
-}
 
 /// The one CONFIG path of a command that integrates; throws naming the command.
 const std::string& only_config(const Arguments& args, const char* command) {
@@ -251,31 +295,50 @@ const std::string& only_config(const Arguments& args, const char* command) {
     return args.positional.front();
 }
 
-/// --t-end, which every integrating command requires.
-double required_t_end(const Arguments& args) {
-    if (!args.has("--t-end")) throw std::invalid_argument("--t-end: required (the final time)");
-    return args.non_negative("--t-end", 0.0);
+
+/// Refuses a run whose states (the integrator's working copies of `width` numbers, and
+/// the state of `tokens` numbers) would not fit in memory.
+void check_integration_memory(const char* command, std::size_t width, const std::string& what) {
+    // The guarded driver and odeint's steppers keep about 16 vectors of the state's size
+    // (fehlberg78's 13 stages, Bulirsch–Stoer's table, the driver's trial state and derivative).
+    check_allocation(checked_bytes(16, width, sizeof(double)),
+                     std::string(command) + ": integrating " + what + " (about 16 working copies of " +
+                         std::to_string(width) + " numbers)");
 }
 
 int run_simulate(const std::vector<std::string>& argv) {
-    const Arguments args = parse_arguments(
-        argv, {"--t-end", "--rtol", "--atol", "--stepper", "--error-norm", "--dt", "--out"}, "simulate");
+    const Arguments args =
+        parse_arguments(argv, {SSMDYN_INTEGRATION_FLAGS}, "simulate", {SSMDYN_INTEGRATION_SWITCHES});
     const std::string& config_path = only_config(args, "simulate");
     const double t_end = required_t_end(args);
-    const SimulateOptions<double> options = simulate_options(args);
+    SimulateOptions<double> options = simulate_options(args);
     const Config config = load_config(config_path);
+    const auto width = static_cast<std::size_t>(config.tokens.size());
+    check_integration_memory("simulate", width, "the L x D = " + std::to_string(width) + " token state");
+
+    // --out: opened, its header written and flushed before integrating; then one row per
+    // accepted state, streamed by the observer, with every write checked.
     std::optional<std::ofstream> csv;
-    if (const auto path = args.text("--out")) csv = open_for_writing(*path, "--out");
+    if (const auto path = args.text("--out")) {
+        csv = open_for_writing(*path, "--out");
+        const Eigen::Index dim = config.params.dim();
+        write_trajectory_header(*csv, static_cast<Eigen::Index>(width) / dim, dim);
+        flush_checked(*csv, *path);
+        std::ofstream& file = *csv;
+        const std::string& name = *path;
+        options.observe = Record::Steps;
+        options.observer = [&file, &name](double t, const StateVector<double>& x) {
+            write_trajectory_row(file, t, x);
+            check_writing(file, name);
+        };
+    }
 
     const SelectiveSystem<double> system(config.params);
     const auto start = std::chrono::steady_clock::now();
     const SimulateResult<double> result = simulate(system, config.tokens, t_end, options);
     const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
 
-    if (csv) {
-        write_trajectory_csv(*csv, result);
-        close_checked(*csv, *args.text("--out"));
-    }
+    if (csv) close_checked(*csv, *args.text("--out"));
     nlohmann::ordered_json out = to_json(result);
     out["solve_seconds"] = elapsed.count();
     out["observed_regime"] = to_string(observed_regime(result));
@@ -284,21 +347,30 @@ int run_simulate(const std::vector<std::string>& argv) {
 }
 
 int run_influence(const std::vector<std::string>& argv) {
-    const Arguments args = parse_arguments(
-        argv, {"--t-end", "--rtol", "--atol", "--stepper", "--error-norm", "--dt", "--out"}, "influence");
+    const Arguments args =
+        parse_arguments(argv, {SSMDYN_INTEGRATION_FLAGS}, "influence", {SSMDYN_INTEGRATION_SWITCHES});
     const std::string& config_path = only_config(args, "influence");
     const double t_end = required_t_end(args);
     SimulateOptions<double> options = simulate_options(args);
     options.record = Record::None;  // only the final state and sensitivities are needed
     const Config config = load_config(config_path);
+    // The state with its sensitivities: n (1 + n) numbers for n = L * D.
+    const auto n = static_cast<std::size_t>(config.tokens.size());
+    check_integration_memory("influence", checked_bytes(n, checked_sum(n, std::size_t(1)), 1),
+                             "the L*D = " + std::to_string(n) + " tokens with their " + std::to_string(n) + " x " +
+                                 std::to_string(n) + " sensitivities");
     std::optional<std::ofstream> csv;
-    if (const auto path = args.text("--out")) csv = open_for_writing(*path, "--out");
+    if (const auto path = args.text("--out")) {
+        csv = open_for_writing(*path, "--out");
+        write_influence_header(*csv);
+        flush_checked(*csv, *path);
+    }
 
     const SelectiveSystem<double> system(config.params);
     const TokenInfluence<double> result = token_influence(system, config.tokens, t_end, options);
 
     if (csv) {
-        write_influence_csv(*csv, result.influence);
+        write_influence_rows(*csv, result.influence);
         close_checked(*csv, *args.text("--out"));
     }
     std::cout << to_json(result).dump() << '\n';

@@ -3,7 +3,9 @@
 /// The core component: the token state, the S6 parameters and step-size maps, the
 /// selective scan, the ODE system, the deep model and parallel_for. Needs Eigen only.
 
+#include "core/causal_jacobian.hpp"
 #include "core/deep_model.hpp"
+#include "core/memory_limit.hpp"
 #include "core/parallel_for.hpp"
 #include "core/params.hpp"
 #include "core/scan_derivatives.hpp"

@@ -6,6 +6,8 @@
 #include "integrate/adjoint.hpp"
 #include "integrate/driver.hpp"
 #include "integrate/odeint.hpp"
+#include "integrate/rosenbrock.hpp"
 #include "integrate/sensitivity.hpp"
 #include "integrate/simulate.hpp"
 #include "integrate/status.hpp"
+#include "integrate/stiff_switching.hpp"

@@ -311,8 +311,8 @@ TEST_CASE("every enum reads back from its name; unknown names list the valid one
     for (auto n : {ssmdyn::ErrorNorm::Max, ssmdyn::ErrorNorm::Rms})
         CHECK(ssmdyn::parse_error_norm(ssmdyn::to_string(n)) == n);
     CHECK(test::message_of([] { (void)ssmdyn::parse_status("diverged"); }) ==
-          "status 'diverged' is unknown; use completed, blow_up, step_size_underflow, max_steps or non_finite");
+          "status 'diverged' is unknown; use completed, blow_up, step_size_underflow, max_steps, non_finite or time_limit");
     CHECK(test::message_of([] { (void)ssmdyn::parse_record("all"); }) == "record 'all' is unknown; use none, steps or times");
     CHECK(test::message_of([] { (void)ssmdyn::parse_stepper("euler"); }) ==
-          "stepper 'euler' is unknown; use dopri5, cash_karp, fehlberg78, bulirsch_stoer or rk4");
+          "stepper 'euler' is unknown; use dopri5, cash_karp, fehlberg78, bulirsch_stoer, rk4 or rosenbrock4");
 }

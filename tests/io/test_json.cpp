@@ -24,6 +24,18 @@ TEST_CASE("json: a simulation result, token by token, null t_blowup without a bl
     j = ssmdyn::to_json(r);
     CHECK(j["status"] == "blow_up");
     CHECK(j["t_blowup"] == 0.25);
+    // The stiff method's share: its accepted steps and the switch times, in order.
+    CHECK(j["stiff_steps"] == 0);
+    CHECK(j["stiff_switches"] == nlohmann::ordered_json::array());
+    r.stiff_steps = 12;
+    r.stiff_switches = {0.5, 0.75, 1.25};
+    j = ssmdyn::to_json(r);
+    CHECK(j["stiff_steps"] == 12);
+    CHECK(j["stiff_switches"] == nlohmann::ordered_json::parse("[0.5, 0.75, 1.25]"));
+    std::vector<std::string> keys;
+    for (const auto& item : j.items()) keys.push_back(item.key());
+    CHECK(keys == std::vector<std::string>{"status", "t_final", "t_blowup", "tokens", "steps", "rhs_evaluations",
+                                           "stiff_steps", "stiff_switches"});
 }
 
 TEST_CASE("json: a classification with 1-based token indices in print") {

@@ -336,3 +336,36 @@ TEST_CASE("mamba: A = -exp(A_log) is negative for finite A_log and non-finite or
     // Layer 1 is untouched by layer 0's problems.
     CHECK(message_of([&] { (void)ssmdyn::load_mamba_layer(tmp.path(), 1); }) == "<no exception>");
 }
+
+TEST_CASE("mamba: a small checkpoint declaring a huge d_inner is refused before anything is allocated") {
+    // 560 KB of BF16 (dt_rank = N = 1) declaring d_inner = 40,000: its dense S_Delta alone
+    // is 40,000 x 40,000 doubles, 11.9 GiB (std::bad_alloc before, or the OOM killer).
+    const Eigen::Index d = 40000;
+    std::vector<NamedTensor> t;
+    const std::string p = layer_prefix(0);
+    t.push_back(NamedTensor::from_matrix(p + "x_proj.weight", Eigen::MatrixXd::Constant(3, d, 0.01), DType::BF16));
+    t.push_back(NamedTensor::from_matrix(p + "dt_proj.weight", Eigen::MatrixXd::Constant(d, 1, 0.5), DType::BF16));
+    t.push_back(NamedTensor::from_vector(p + "dt_proj.bias", Eigen::VectorXd::Zero(d), DType::BF16));
+    t.push_back(NamedTensor::from_matrix(p + "A_log", Eigen::MatrixXd::Zero(d, 1), DType::BF16));
+    t.push_back(NamedTensor::from_vector(p + "D", Eigen::VectorXd::Ones(d), DType::BF16));
+    TempPath tmp;
+    ssmdyn::write_safetensors(tmp.path(), t);
+    CHECK(std::filesystem::file_size(tmp.path()) < 600000);
+
+    ssmdyn::set_memory_limit(std::size_t(1) << 30);  // 1 GiB, whatever this machine has
+    const std::string m = message_of([&] { (void)ssmdyn::load_mamba_layer(tmp.path(), 0); });
+    ssmdyn::set_memory_limit(0);
+    CAPTURE(m);
+    CHECK(contains(m, "Mamba layer 0: its S6 parameters with d_inner = 40000, N = 1, dt_rank = 1"));
+    CHECK(contains(m, "alone is 40000 x 40000 doubles, 11.9 GiB"));
+    CHECK(contains(m, "more than the memory limit of 1 GiB (1073741824 bytes"));
+
+    // A real layer's size passes the same limit, and loads as before.
+    std::mt19937 rng(3);
+    const RawLayer raw = random_layer(rng);
+    TempPath ok;
+    ssmdyn::write_safetensors(ok.path(), checkpoint(raw, raw, DType::F64));
+    ssmdyn::set_memory_limit(std::size_t(1) << 20);
+    CHECK(message_of([&] { (void)ssmdyn::load_mamba_layer(ok.path(), 1); }) == "<no exception>");
+    ssmdyn::set_memory_limit(0);
+}

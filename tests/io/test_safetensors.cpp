@@ -1,6 +1,9 @@
 #include "support.hpp"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -857,4 +860,77 @@ TEST_CASE("safetensors: parse_dtype inverts to_string for every dtype") {
                     DType::U64, DType::U32, DType::U16, DType::U8, DType::Bool, DType::F8E5M2, DType::F8E4M3})
         CHECK(ssmdyn::parse_dtype(ssmdyn::to_string(t)) == t);
     CHECK(test::message_of([] { (void)ssmdyn::parse_dtype("f32"); }).find("dtype 'f32' is unknown; use F64") == 0);
+}
+
+// Hostile files: what is refused before reading, and what is read only on request.
+
+TEST_CASE("safetensors: FIFOs, devices and directories are refused before they are opened") {
+    // A FIFO with no writer: opening it for reading would block forever.
+    TempPath fifo;
+    REQUIRE(::mkfifo(fifo.path().c_str(), 0600) == 0);
+    const std::string m = message_of([&] { SafetensorsFile f(fifo.path()); });
+    CHECK(contains(m, "safetensors file '" + fifo.path() + "' is a FIFO (named pipe), not a regular file"));
+    // A device: /dev/zero would supply zeros without end.
+    CHECK(contains(message_of([] { SafetensorsFile f("/dev/zero"); }),
+                   "safetensors file '/dev/zero' is a device, not a regular file"));
+    CHECK(contains(message_of([] { SafetensorsFile f("/dev/null"); }), "is a device"));
+    CHECK(contains(message_of([] { SafetensorsFile f("/"); }), "is a directory"));
+}
+
+TEST_CASE("safetensors: a header length beyond the file is refused without reading the file") {
+    // An 8 GB sparse file (no disk blocks) whose header length is larger than the file:
+    // refused after reading its first 8 bytes (reading it whole took 40 s and 8.4 GB).
+    TempPath tmp;
+    const std::uint64_t size = std::uint64_t(8) << 30;
+    {
+        Bytes head;
+        put_le(head, size, 8);  // declares a header as long as the file
+        write_bytes(tmp.path(), head);
+    }
+    std::error_code ec;
+    std::filesystem::resize_file(tmp.path(), size, ec);
+    if (ec) {
+        WARN("cannot make an 8 GB sparse file here: " << ec.message());
+        return;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    const std::string m = message_of([&] { SafetensorsFile f(tmp.path()); });
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+    CHECK(contains(m, "declares a header of 8589934592 bytes, larger than the limit of 100000000"));
+    CHECK(took.count() < 1.0);
+
+    // Within the limit but beyond the file: named with both sizes.
+    Bytes small;
+    put_le(small, 1000, 8);
+    small.resize(100, ' ');
+    write_bytes(tmp.path(), small);
+    CHECK(contains(message_of([&] { SafetensorsFile f(tmp.path()); }),
+                   "declares a header of 1000 bytes, larger than the 92 bytes after the length field"));
+}
+
+TEST_CASE("safetensors: tensors are read from their offsets, on request, within the memory limit") {
+    TempPath tmp;
+    Eigen::MatrixXd a(2, 3), b(4, 1);
+    a << 1, 2, 3, 4, 5, 6;
+    b << -1, -2, -3, -4;
+    ssmdyn::write_safetensors(tmp.path(), {NamedTensor::from_matrix("a", a, DType::F32),
+                                           NamedTensor::from_matrix("b", b, DType::BF16)});
+    const SafetensorsFile file(tmp.path());
+    CHECK(equal(file.matrix("b"), b));  // in any order, any number of times
+    CHECK(equal(file.matrix("a"), a));
+    CHECK(equal(file.matrix("b"), b));
+    const SafetensorsFile copy = file;  // copies share the open file
+    CHECK(copy.values("a").size() == 6);
+
+    // A tensor whose values as doubles are above the memory limit is refused, naming it.
+    ssmdyn::set_memory_limit(16);
+    const std::string m = message_of([&] { (void)file.matrix("a"); });
+    ssmdyn::set_memory_limit(0);
+    CHECK(contains(m, "tensor \"a\" of shape 2x3 (6 values as doubles) needs 48 bytes"));
+    CHECK(contains(m, "more than the memory limit of 16 bytes"));
+
+    // The file cut short after it was opened: the read fails with a message, not garbage.
+    std::filesystem::resize_file(tmp.path(), std::filesystem::file_size(tmp.path()) - 4);
+    const SafetensorsFile* f = &file;
+    CHECK(contains(message_of([&] { (void)f->matrix("b"); }), "tensor \"b\" could not be read: the file ended"));
 }

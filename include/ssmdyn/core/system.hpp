@@ -60,6 +60,8 @@ public:
     void validate_state(const State& x) const { validate_tokens(*m_params, x); }
 
     const Params& params() const { return *m_params; }
+    /// The parameters, shared (for objects that must not copy them, e.g. CausalJacobian).
+    const std::shared_ptr<const Params>& shared_params() const { return m_params; }
     const StepSizeMap& step_size_map() const { return m_phi; }
     /// Token dimension D.
     Eigen::Index dim() const { return m_params->dim(); }

@@ -321,18 +321,12 @@ SimulateResult<Scalar> recorded_run(const System& system, const StateVector<Scal
                                     CheckpointTape<Scalar>& tape) {
     namespace odeint = boost::numeric::odeint;
     using Types = odeint_steppers<Scalar>;
-    const Scalar atol = options.atol, rtol = options.rtol;
     auto run = [&](auto inner, auto is_controlled) {
         RecordingStepper<decltype(inner), Scalar, decltype(is_controlled)::value> recorder(std::move(inner), tape);
         return integrate_guarded(recorder, system, x0, t_end, options);
     };
     auto controlled = [&](auto error_stepper) {
-        if (options.error_norm == ErrorNorm::Rms) {
-            using Checker = RmsErrorChecker<Scalar>;
-            return run(odeint::controlled_runge_kutta<decltype(error_stepper), Checker>(Checker{atol, rtol}),
-                       std::true_type{});
-        }
-        return run(odeint::make_controlled(atol, rtol, error_stepper), std::true_type{});
+        return run(make_controlled(error_stepper, options), std::true_type{});
     };
     switch (stepper) {
         case Stepper::Dopri5: return controlled(typename Types::dopri5());

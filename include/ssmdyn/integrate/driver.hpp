@@ -10,6 +10,8 @@
 /// here, once, for every kind of stepper.
 
 #include <algorithm>
+#include <array>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <functional>
@@ -25,6 +27,16 @@
 #include "../core/state.hpp"
 
 namespace ssmdyn {
+
+/// Thrown by a stepper (RosenbrockStepper) that finds the state beyond what its precision
+/// resolves: the right-hand side is smaller than its own rounding error there, and the
+/// step a millionth of the solution's time scale |x|/|f(x)|. integrate_guarded() ends the
+/// run on the last accepted state: Status::BlowUp when the state was growing (the norm
+/// rose across the last accepted steps and f points outward), else StepSizeUnderflow.
+struct PrecisionExhausted : boost::numeric::odeint::odeint_error {
+    using boost::numeric::odeint::odeint_error::odeint_error;
+};
+
 namespace detail {
 
 template <typename T, typename = void>
@@ -38,6 +50,12 @@ struct system_has_dim : std::false_type {};
 template <typename T>
 struct system_has_dim<T, std::void_t<decltype(Eigen::Index(std::declval<const T&>().dim()))>>
     : std::true_type {};
+
+template <typename T, typename = void>
+struct reports_stiffness : std::false_type {};
+template <typename T>
+struct reports_stiffness<T, std::void_t<decltype(std::size_t(std::declval<const T&>().stiff_steps())),
+                                        decltype(std::declval<const T&>().stiff_switches())>> : std::true_type {};
 
 template <typename T, typename = void>
 struct has_reset : std::false_type {};
@@ -136,7 +154,9 @@ void check_driver_options(const SimulateOptions<Scalar>& o, Scalar t_end) {
     if (!(o.min_dt_relative > 0) || !isfinite(o.min_dt_relative))
         fail("min_dt_relative must be finite and > 0");
     if (o.max_steps == 0) fail("max_steps must be >= 1");
-    if (o.record == Record::Times) {
+    if (!(o.max_wall_seconds >= 0) || !std::isfinite(o.max_wall_seconds))
+        fail("max_wall_seconds must be finite and >= 0 (0: no limit)");
+    if (o.record == Record::Times || (o.observer && o.observe == Record::Times)) {
         for (std::size_t i = 0; i < o.output_times.size(); ++i) {
             const Scalar t = o.output_times[i];
             if (!(t >= o.t_start && t <= t_end))
@@ -157,7 +177,8 @@ public:
     using State = StateVector<Scalar>;
 
     GuardedRun(Rhs& rhs, const SimulateOptions<Scalar>& options, Scalar t_end, const State& x0)
-        : m_rhs(rhs), m_opt(options), m_t_end(t_end), m_x(x0), m_dxdt(x0.size()), m_t(options.t_start) {
+        : m_rhs(rhs), m_opt(options), m_t_end(t_end), m_x(x0), m_dxdt(x0.size()), m_t(options.t_start),
+          m_started(std::chrono::steady_clock::now()) {
         m_res.x_initial = x0;
     }
 
@@ -180,6 +201,7 @@ public:
         }
         if (m_t_end > m_t) m_dt = std::min(m_dt, m_t_end - m_t);
         m_norm = m_previous_norm = max_norm(m_x);
+        remember_norm();
         reached(m_t, m_x, [this](Scalar, State& out) { out = m_x; });
         return true;
     }
@@ -222,10 +244,14 @@ public:
                 // it; and no step could start from there).
                 if (!x_new.allFinite() || (keeps_deriv && !dxdt_new.allFinite())) {
                     ++m_res.rejected_steps;
-                    m_nonfinite_trial = true;
+                    // Blame the right-hand side only for a step that should have stayed near
+                    // x (dt·|f(x)| <= |x|): a far larger one can overflow on its own (a
+                    // decaying solution at a huge t whose steps outgrow their stability).
+                    if (!keeps_deriv || !m_dxdt_current || dt_before * max_norm(m_dxdt) <= max_norm(m_x))
+                        m_nonfinite_trial = true;
                     reset();
                     if (!adaptive) {
-                        if (m_norm > m_previous_norm)
+                        if (m_norm > m_previous_norm && points_outward())
                             finish(Status::BlowUp, "the state overflowed within one fixed step");
                         else
                             finish(Status::NonFinite, "a fixed step produced a non-finite state or derivative");
@@ -238,6 +264,7 @@ public:
                 m_dt = clipped ? std::max(m_dt, dt_try) : dt_try;
                 m_x.swap(x_new);
                 if (keeps_deriv) m_dxdt.swap(dxdt_new);
+                m_dxdt_current = keeps_deriv;
                 if (accept([this](Scalar, State& out) { out = m_x; })) return;
             }
         } catch (const boost::numeric::odeint::odeint_error& e) {
@@ -282,6 +309,7 @@ public:
                     m_nonfinite_trial = true;
                     if (!derivative_checked) {
                         m_rhs(m_x, m_dxdt, m_t);
+                        m_dxdt_current = true;
                         derivative_checked = true;
                         if (!m_dxdt.allFinite()) {
                             finish(Status::NonFinite, "the right-hand side is not finite at t = " + time_text(m_t));
@@ -294,6 +322,7 @@ public:
                 }
                 m_x = st.current_state();
                 m_t = st.current_time();
+                m_dxdt_current = false;
                 derivative_checked = false;
                 if (accept([&](Scalar time, State& out) {
                         if (time == m_t)
@@ -310,6 +339,8 @@ public:
 
     /// The result; call once, after a loop.
     SimulateResult<Scalar> result(std::size_t evaluations, Eigen::Index dim) {
+        // With a cap on the kept steps, the last accepted state may have been skipped.
+        if (m_opt.record == Record::Steps && !m_last_kept_is_current) store_step(m_t, m_x, true);
         if (m_res.status != Status::Completed && m_opt.record == Record::Times) {
             // The tail: accepted states after the last recorded output time, oldest first.
             for (std::size_t k = 0; k < m_tail_count; ++k) {
@@ -342,26 +373,59 @@ private:
         m_res.states.push_back(std::move(x));
     }
 
-    /// Records what there is to record once the run has reached time t with state x:
-    /// with Record::Steps the state; with Record::Times every output time <= t, the state
-    /// there given by `state_at(time, out)`, and x in the tail when t is past the last
-    /// output time recorded.
+    /// Records and reports what there is to once the run has reached time t with state x,
+    /// for the two sinks: memory (mode options.record) and the observer (options.observe).
+    /// Record::Steps: the state. Record::Times: every output time <= t, the state there
+    /// given by `state_at(time, out)`; in memory also x in the tail when t is past the
+    /// last output time recorded. `step`: x is a new accepted state (not t_end's copy).
     template <typename StateAt>
-    void reached(Scalar t, const State& x, StateAt&& state_at) {
-        if (m_opt.record == Record::Steps) push(t, x);
-        if (m_opt.record != Record::Times) return;
-        bool recorded = false;
-        Scalar last = t;
-        while (output_pending() && next_output() <= t) {
-            last = next_output();
-            State out(x.size());
-            state_at(last, out);
-            push(last, std::move(out));
-            ++m_next_output;
-            recorded = true;
+    void reached(Scalar t, const State& x, StateAt&& state_at, bool step = true) {
+        const bool observing = static_cast<bool>(m_opt.observer);
+        if (step && m_opt.record == Record::Steps) store_step(t, x);
+        if (step && observing && m_opt.observe == Record::Steps) m_opt.observer(t, x);
+        if (m_opt.record == Record::Times) {
+            bool recorded = false;
+            Scalar last = t;
+            while (output_pending() && next_output() <= t) {
+                last = next_output();
+                State out(x.size());
+                state_at(last, out);
+                push(last, std::move(out));
+                ++m_next_output;
+                recorded = true;
+            }
+            if (recorded) m_tail_first = m_tail_count = 0;  // the tail starts after the last output
+            if (!recorded || last < t) keep_in_tail(t, x);  // a dense stepper's step ends past it
         }
-        if (recorded) m_tail_first = m_tail_count = 0;  // the tail starts after the last output
-        if (!recorded || last < t) keep_in_tail(t, x);  // a dense stepper's step ends past it
+        if (observing && m_opt.observe == Record::Times) {
+            while (m_next_observed < m_opt.output_times.size() && m_opt.output_times[m_next_observed] <= t) {
+                const Scalar time = m_opt.output_times[m_next_observed++];
+                m_observed.resize(x.size());
+                state_at(time, m_observed);
+                m_opt.observer(time, m_observed);
+            }
+        }
+    }
+
+    /// Keeps an accepted state in memory (Record::Steps) within max_recorded_states: once
+    /// the cap is reached every second kept state is dropped and the stride doubles.
+    /// `always`: keep it whatever the stride (the final state).
+    void store_step(Scalar t, const State& x, bool always = false) {
+        const std::size_t cap = m_opt.max_recorded_states;
+        const bool keep = m_step_index++ % m_stride == 0 || always;
+        m_last_kept_is_current = keep;
+        if (!keep) return;
+        if (cap != 0 && m_res.times.size() >= std::max<std::size_t>(cap, 2)) {
+            std::size_t kept = 0;
+            for (std::size_t i = 0; i < m_res.times.size(); i += 2, ++kept) {
+                m_res.times[kept] = m_res.times[i];
+                m_res.states[kept].swap(m_res.states[i]);
+            }
+            m_res.times.resize(kept);
+            m_res.states.resize(kept);
+            m_stride *= 2;
+        }
+        push(t, x);
     }
 
     /// A ring of the last max_tail_states states, reusing its storage once warm.
@@ -392,6 +456,7 @@ private:
         reached(m_t, m_x, state_at);
         m_previous_norm = m_norm;
         m_norm = max_norm(m_x);
+        remember_norm();
         if (m_norm > m_opt.blowup_norm) {
             finish(Status::BlowUp, "the norm exceeded the blow-up bound");
             return true;
@@ -400,18 +465,71 @@ private:
     }
 
     void complete() {
-        // A last sliver below the minimum step is not stepped.
-        if (m_opt.record == Record::Steps && m_t != m_t_end) m_res.times.back() = m_t_end;
+        // A last sliver below the minimum step is not stepped: the last state stands for t_end.
+        if (m_t != m_t_end) {
+            if (m_opt.record == Record::Steps) {
+                if (m_last_kept_is_current) m_res.times.back() = m_t_end;
+                else store_step(m_t_end, m_x, true);
+            }
+            if (m_opt.observer && m_opt.observe == Record::Steps) m_opt.observer(m_t_end, m_x);
+        }
         m_t = m_t_end;
-        if (m_opt.record == Record::Times) reached(m_t, m_x, [this](Scalar, State& out) { out = m_x; });
+        reached(m_t, m_x, [this](Scalar, State& out) { out = m_x; }, false);
         finish(Status::Completed, "reached t_end");
     }
 
     bool budget_spent() {
+        if (m_opt.max_wall_seconds > 0) {
+            const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - m_started;
+            if (elapsed.count() > m_opt.max_wall_seconds) {
+                finish(Status::TimeLimit, "the time budget of " + std::to_string(m_opt.max_wall_seconds) +
+                                              " s ran out at t = " + time_text(m_t));
+                return true;
+            }
+        }
         if (m_res.steps < m_opt.max_steps) return false;
         finish(Status::MaxSteps,
                "the step budget of " + std::to_string(m_opt.max_steps) + " accepted steps ran out");
         return true;
+    }
+
+    void remember_norm() {
+        m_norms[m_history_count % history] = m_norm;
+        m_times[m_history_count % history] = m_t;
+        ++m_history_count;
+    }
+
+    /// Whether the vector field at the last accepted state points outward, <x, f(x)> > 0,
+    /// so that the norm grows by the dynamics and not by the integration's own error.
+    /// Costs one evaluation of f.
+    bool points_outward() {
+        if (!m_dxdt_current) {
+            m_rhs(m_x, m_dxdt, m_t);
+            m_dxdt_current = true;
+        }
+        return m_dxdt.allFinite() && m_x.dot(m_dxdt) > 0;
+    }
+
+    /// Whether a collapse of the step size is a blow-up: the norm rose at each of the last
+    /// history − 1 accepted steps, the rise does not slow down (the last step's rate of
+    /// growth of log|x| is at least that of the earliest, as near a singularity
+    /// (T − t)^(−α), where it grows like α/(T − t); exponential growth keeps it constant,
+    /// slow divergence lowers it), and the vector field itself points outward. A step
+    /// that collapses on a decaying solution (loose absolute tolerance, huge t) fails all
+    /// three.
+    bool growing() {
+        using std::log;
+        if (m_history_count < history) return false;
+        auto at = [this](std::size_t back) { return (m_history_count - 1 - back) % history; };
+        for (std::size_t k = 0; k + 1 < history; ++k)
+            if (!(m_norms[at(k)] > m_norms[at(k + 1)]) || !(m_norms[at(k + 1)] > 0)) return false;
+        for (std::size_t k = 0; k + 1 < history; ++k)
+            if (!(m_times[at(k)] > m_times[at(k + 1)])) return false;
+        auto rate = [&](std::size_t back) {
+            return log(m_norms[at(back)] / m_norms[at(back + 1)]) / (m_times[at(back)] - m_times[at(back + 1)]);
+        };
+        if (!(rate(0) >= Scalar(0.999) * rate(history - 2))) return false;
+        return points_outward();
     }
 
     /// The step size collapsed: a non-finite right-hand side if a trial since the last
@@ -421,7 +539,7 @@ private:
         if (m_nonfinite_trial)
             finish(Status::NonFinite, cause.empty() ? "the right-hand side is not finite just past t = " + time_text(m_t)
                                                     : cause + ", after a non-finite trial step");
-        else if (m_norm > m_previous_norm)
+        else if (growing())
             finish(Status::BlowUp, cause.empty() ? "the step size collapsed while the state grew"
                                                  : cause + ", while the state grew");
         else
@@ -431,7 +549,14 @@ private:
     /// odeint gave up inside a step (a dense-output stepper after 500 failed trials, or a
     /// user stepper's own check): the run ends on the last accepted state.
     void odeint_failed(const boost::numeric::odeint::odeint_error& e) {
-        if (dynamic_cast<const boost::numeric::odeint::no_progress_error*>(&e))
+        if (dynamic_cast<const PrecisionExhausted*>(&e)) {
+            const std::size_t window = std::min(m_history_count, history);
+            const Scalar oldest = m_norms[(m_history_count - window) % history];
+            if (window > 1 && m_norm > oldest && points_outward())
+                finish(Status::BlowUp, std::string(e.what()) + ", while the state grew");
+            else
+                finish(Status::StepSizeUnderflow, e.what());
+        } else if (dynamic_cast<const boost::numeric::odeint::no_progress_error*>(&e))
             finish(Status::MaxSteps, std::string("odeint made no progress: ") + e.what());
         else
             collapse(std::string("odeint found no acceptable step: ") + e.what());
@@ -450,8 +575,18 @@ private:
     State m_x, m_dxdt;  // the last accepted state and, while kept, f(m_x)
     Scalar m_t, m_dt = Scalar(0);
     Scalar m_norm = Scalar(0), m_previous_norm = Scalar(0);  // of the last two accepted states
-    bool m_nonfinite_trial = false;  // was a trial since the last accepted step not finite?
-    std::size_t m_next_output = 0;
+    bool m_nonfinite_trial = false;
+    bool m_dxdt_current = true;      // does m_dxdt hold f(m_x)? (start() evaluates it)  // was a trial since the last accepted step not finite?
+    std::size_t m_next_output = 0;    // memory's next output time (Record::Times)
+    std::size_t m_next_observed = 0;  // the observer's next output time
+    State m_observed;                 // the state handed to the observer at an output time
+    std::size_t m_step_index = 0, m_stride = 1;  // Record::Steps under max_recorded_states
+    bool m_last_kept_is_current = false;         // is the last kept state m_x?
+    std::chrono::steady_clock::time_point m_started;
+    // The norms and times of the last accepted states, a ring (see growing()).
+    static constexpr std::size_t history = 6;
+    std::array<Scalar, history> m_norms{}, m_times{};
+    std::size_t m_history_count = 0;
     std::vector<std::pair<Scalar, State>> m_tail;  // ring buffer, see keep_in_tail
     std::size_t m_tail_first = 0, m_tail_count = 0;
 };
@@ -607,7 +742,13 @@ SimulateResult<Scalar> integrate_guarded(Stepper&& stepper, const System& system
             run.step_loop(trial, reset, false, fsal || takes_deriv);
         }
     }
-    return run.result(evaluations, dim);
+    auto result = run.result(evaluations, dim);
+    if constexpr (detail::reports_stiffness<Unwrapped>::value) {  // the stiff method and its switches
+        result.stiff_steps = st.stiff_steps();
+        const auto& switches = st.stiff_switches();
+        result.stiff_switches.assign(switches.begin(), switches.end());
+    }
+    return result;
 }
 
 }  // namespace ssmdyn

@@ -14,27 +14,53 @@
 
 #include "driver.hpp"
 #include "odeint.hpp"
+#include "rosenbrock.hpp"
 #include "status.hpp"
+#include "stiff_switching.hpp"
+#include "../core/causal_jacobian.hpp"
 #include "../core/state.hpp"
 
 namespace ssmdyn {
 namespace detail {
 
-/// odeint error checker with ErrorNorm::Rms: odeint's per-component scale, then the root
-/// mean square (odeint's own default_error_checker takes the maximum).
+/// odeint error checker for both norms, chosen at run time (one stepper type per method
+/// instead of two): odeint's per-component scale atol + rtol·(|x_i| + dt·|f_i(x)|), then the
+/// largest scaled component (ErrorNorm::Max, as odeint's default_error_checker) or their
+/// root mean square (ErrorNorm::Rms).
 template <typename Scalar>
-struct RmsErrorChecker {
+struct NormErrorChecker {
     using value_type = Scalar;
     Scalar atol = Scalar(1e-10), rtol = Scalar(1e-8);
+    ErrorNorm norm = ErrorNorm::Max;
 
     template <typename Algebra, typename State, typename Deriv, typename Err, typename Time>
     Scalar error(Algebra&, const State& x, const Deriv& dxdt, Err& err, Time dt) const {
         using std::abs;
         using std::sqrt;
-        const auto scale = atol + rtol * (x.array().abs() + abs(dt) * dxdt.array().abs());
-        return sqrt((err.array() / scale).square().mean());
+        const auto scaled = err.array().abs() / (atol + rtol * (x.array().abs() + abs(dt) * dxdt.array().abs()));
+        return norm == ErrorNorm::Rms ? Scalar(sqrt(scaled.square().mean())) : Scalar(scaled.maxCoeff());
     }
 };
+
+/// The error-controlled form of an odeint error stepper with the tolerances and norm asked for.
+template <typename ErrorStepper, typename Scalar>
+auto make_controlled(ErrorStepper stepper, const SimulateOptions<Scalar>& o) {
+    using Checker = NormErrorChecker<Scalar>;
+    using Controlled = boost::numeric::odeint::controlled_runge_kutta<ErrorStepper, Checker>;
+    return Controlled(Checker{o.atol, o.rtol, o.error_norm}, typename Controlled::step_adjuster_type(), stepper);
+}
+
+/// Whether causal_jacobian(system) gives the system's exact structured Jacobian (a
+/// SelectiveSystem), which the stiff method needs.
+template <typename System, typename = void>
+struct has_causal_jacobian : std::false_type {};
+template <typename System>
+struct has_causal_jacobian<System, std::void_t<decltype(causal_jacobian(std::declval<const System&>()))>>
+    : std::true_type {};
+
+/// The structured Jacobian's memory above which the automatic switch stays off (the stiff
+/// method keeps 2·D²·L numbers: 512 MB is D = 256 at L = 512).
+constexpr std::size_t stiff_switching_max_bytes = std::size_t(512) << 20;
 
 /// Throws std::invalid_argument for the options only simulate() reads (the stepper's).
 template <typename Scalar>
@@ -101,20 +127,40 @@ SimulateResult<typename Derived::Scalar> simulate(const System& system, const Ei
 
     auto run = [&](auto&& stepper) { return integrate_guarded(stepper, system, x, t_end, options); };
     const Scalar atol = options.atol, rtol = options.rtol;
-    // The error-controlled form of `error_stepper`, with the norm asked for.
-    auto controlled = [&](auto error_stepper) {
-        if (options.error_norm == ErrorNorm::Rms) {
-            using Checker = detail::RmsErrorChecker<Scalar>;
-            return run(odeint::controlled_runge_kutta<decltype(error_stepper), Checker>(Checker{atol, rtol}));
+    constexpr bool structured = detail::has_causal_jacobian<System>::value;
+    // dopri5, paired with the stiff method when the switch is on and the system has the
+    // structured Jacobian (the other explicit steppers run as asked: one switching pair
+    // keeps the instantiations, and the compile time, in check).
+    auto dopri5 = [&] {
+        auto controlled = detail::make_controlled(typename Types::dopri5(), options);
+        if constexpr (structured) {
+            auto jacobian = causal_jacobian(system);
+            if (options.stiff_switching &&
+                jacobian.bytes_for(x.size() / jacobian.dim()) <= detail::stiff_switching_max_bytes) {
+                RosenbrockStepper<decltype(jacobian)> stiff(std::move(jacobian), atol, rtol, options.error_norm);
+                auto jvp = [&system](const StateVector<Scalar>& at, const StateVector<Scalar>& v,
+                                     StateVector<Scalar>& out) { causal_jvp(system, at, v, out); };
+                return run(StiffSwitchingStepper<decltype(controlled), decltype(stiff), decltype(jvp)>(
+                    std::move(controlled), std::move(stiff), jvp, StiffnessTest{}));
+            }
         }
-        return run(odeint::make_controlled(atol, rtol, error_stepper));
+        return run(std::move(controlled));
     };
     switch (options.stepper) {
-        case Stepper::Dopri5: return controlled(typename Types::dopri5());
-        case Stepper::CashKarp: return controlled(typename Types::cash_karp());
-        case Stepper::Fehlberg78: return controlled(typename Types::fehlberg78());
+        case Stepper::Dopri5: return dopri5();
+        case Stepper::CashKarp: return run(detail::make_controlled(typename Types::cash_karp(), options));
+        case Stepper::Fehlberg78: return run(detail::make_controlled(typename Types::fehlberg78(), options));
         case Stepper::BulirschStoer: return run(typename Types::bulirsch_stoer(atol, rtol));
         case Stepper::Rk4: return run(typename Types::rk4());
+        case Stepper::Rosenbrock4:
+            if constexpr (structured) {
+                auto jacobian = causal_jacobian(system);
+                return run(RosenbrockStepper<decltype(jacobian)>(std::move(jacobian), atol, rtol, options.error_norm));
+            } else {
+                throw std::invalid_argument(
+                    "stepper rosenbrock4 needs the exact structured Jacobian of a SelectiveSystem; this system "
+                    "has none (causal_jacobian(system) is not defined for it)");
+            }
     }
     throw std::invalid_argument("stepper is not one of the Stepper values");
 }

@@ -7,6 +7,7 @@
 /// number. Needs only core: code that just reads results does not pay for odeint.
 
 #include <cstddef>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <string>
@@ -23,7 +24,8 @@ enum class Status {
     BlowUp,             ///< the norm crossed the blow-up bound, or the step collapsed while it grew
     StepSizeUnderflow,  ///< the step size fell below the minimum with no growth in sight
     MaxSteps,           ///< the step budget ran out before t_end
-    NonFinite           ///< the right-hand side produced NaN or Inf at a finite state
+    NonFinite,          ///< the right-hand side produced NaN or Inf at a finite state
+    TimeLimit           ///< the wall-clock budget (SimulateOptions::max_wall_seconds) ran out
 };
 
 /// The odeint stepper simulate() builds (integrate_guarded() takes any stepper instead).
@@ -32,7 +34,8 @@ enum class Stepper {
     CashKarp,       ///< Cash–Karp 5(4), error-controlled
     Fehlberg78,     ///< Runge–Kutta–Fehlberg 7(8), error-controlled
     BulirschStoer,  ///< Bulirsch–Stoer extrapolation, error-controlled
-    Rk4             ///< classical fourth-order Runge–Kutta with a fixed step
+    Rk4,            ///< classical fourth-order Runge–Kutta with a fixed step
+    Rosenbrock4     ///< L-stable linearly implicit Rosenbrock 4(3) with the exact Jacobian (stiff)
 };
 
 /// What a run keeps of the trajectory.
@@ -51,7 +54,7 @@ enum class ErrorNorm {
 };
 
 /// The name of a status.
-/// \return "completed", "blow_up", "step_size_underflow", "max_steps" or "non_finite"
+/// \return "completed", "blow_up", "step_size_underflow", "max_steps", "non_finite" or "time_limit"
 inline const char* to_string(Status s) {
     switch (s) {
         case Status::Completed: return "completed";
@@ -59,12 +62,13 @@ inline const char* to_string(Status s) {
         case Status::StepSizeUnderflow: return "step_size_underflow";
         case Status::MaxSteps: return "max_steps";
         case Status::NonFinite: return "non_finite";
+        case Status::TimeLimit: return "time_limit";
     }
     return "unknown";
 }
 
 /// The name of a stepper.
-/// \return "dopri5", "cash_karp", "fehlberg78", "bulirsch_stoer" or "rk4"
+/// \return "dopri5", "cash_karp", "fehlberg78", "bulirsch_stoer", "rk4" or "rosenbrock4"
 inline const char* to_string(Stepper s) {
     switch (s) {
         case Stepper::Dopri5: return "dopri5";
@@ -72,6 +76,7 @@ inline const char* to_string(Stepper s) {
         case Stepper::Fehlberg78: return "fehlberg78";
         case Stepper::BulirschStoer: return "bulirsch_stoer";
         case Stepper::Rk4: return "rk4";
+        case Stepper::Rosenbrock4: return "rosenbrock4";
     }
     return "unknown";
 }
@@ -103,7 +108,7 @@ inline const char* to_string(ErrorNorm n) {
 /// \throws std::invalid_argument listing the valid names
 inline Status parse_status(const std::string& name) {
     static constexpr Status all[] = {Status::Completed, Status::BlowUp, Status::StepSizeUnderflow,
-                                     Status::MaxSteps, Status::NonFinite};
+                                     Status::MaxSteps, Status::NonFinite, Status::TimeLimit};
     return detail::parse_enum(name, all, "status");
 }
 
@@ -113,7 +118,7 @@ inline Status parse_status(const std::string& name) {
 /// \throws std::invalid_argument listing the valid names
 inline Stepper parse_stepper(const std::string& name) {
     static constexpr Stepper all[] = {Stepper::Dopri5, Stepper::CashKarp, Stepper::Fehlberg78,
-                                      Stepper::BulirschStoer, Stepper::Rk4};
+                                      Stepper::BulirschStoer, Stepper::Rk4, Stepper::Rosenbrock4};
     return detail::parse_enum(name, all, "stepper");
 }
 
@@ -172,6 +177,30 @@ struct SimulateOptions {
     /// time are appended, so that the approach to a blow-up whose time was not known in
     /// advance can still be fitted. Bounds the memory kept (0: none).
     std::size_t max_tail_states = 256;
+    /// With Record::Steps: at most this many states are kept in memory (0: no cap). When
+    /// the cap is reached every second kept state is dropped and from then on only every
+    /// second one is kept (then every fourth, …), so that the kept states still cover the
+    /// whole run evenly; the final state is always kept. The observer sees every state.
+    std::size_t max_recorded_states = 0;
+    /// Called with (t, x) at every state the run would record (see Record), in time order,
+    /// while the run goes on: stream a trajectory to a file this way in O(state) memory
+    /// (then Record::None keeps nothing in memory, but the observer still sees the
+    /// states of Record::Steps; set `observe` to choose). Exceptions it throws end the
+    /// run and propagate to the caller.
+    std::function<void(Scalar, const StateVector<Scalar>&)> observer;
+    /// Which states the observer sees: those of this mode (default: every accepted step).
+    Record observe = Record::Steps;
+    /// Wall-clock budget in seconds (0: none); past it the run ends with Status::TimeLimit
+    /// on the last accepted state. Checked once per step, >= 0.
+    double max_wall_seconds = 0;
+    /// Switch automatically between the explicit stepper (dopri5, cash_karp, fehlberg78)
+    /// and the stiff one (Stepper::Rosenbrock4) when the system has an exact structured
+    /// Jacobian (SelectiveSystem): a step whose h·ρ (ρ the secant estimate of the
+    /// Jacobian's spectral radius along the step) sits at the explicit method's stability
+    /// boundary 15 times in a row switches to the stiff method, and 15 steps well inside
+    /// it switch back (Hairer's DOPRI5 test, there used only to stop). Reported in
+    /// SimulateResult::stiff_steps and stiff_switches.
+    bool stiff_switching = true;
 };
 
 /// Result of a run: an explicit status, the initial and final (always finite) states, and
@@ -199,6 +228,11 @@ struct SimulateResult {
     /// Accepted steps, rejected trial steps, and right-hand-side evaluations (all of them,
     /// the stepper's and the driver's).
     std::size_t steps = 0, rejected_steps = 0, rhs_evaluations = 0;
+    /// Accepted steps taken by the stiff method (Stepper::Rosenbrock4, or the automatic
+    /// switch to it), and the times of the switches: the first from the explicit stepper
+    /// to the stiff one, then alternating.
+    std::size_t stiff_steps = 0;
+    std::vector<Scalar> stiff_switches;
     /// One sentence on why the run ended.
     std::string message;
 };

@@ -28,7 +28,9 @@ nlohmann::ordered_json json_rows(const Eigen::MatrixBase<Derived>& m) {
 }
 
 /// A simulation: {"status", "t_final", "t_blowup" (null without a blow-up), "tokens" (one
-/// array of D values per token), "steps", "rhs_evaluations"}.
+/// array of D values per token), "steps", "rhs_evaluations", "stiff_steps" (accepted steps
+/// of the stiff method), "stiff_switches" (the times the run switched between the explicit
+/// and the stiff method, the first one to the stiff method)}.
 template <typename Scalar>
 nlohmann::ordered_json to_json(const SimulateResult<Scalar>& r) {
     const Eigen::Index dim = r.dim > 0 ? r.dim : 1;
@@ -39,6 +41,10 @@ nlohmann::ordered_json to_json(const SimulateResult<Scalar>& r) {
     out["tokens"] = json_rows(token_matrix(r.x_final, dim).transpose());  // token l = row l
     out["steps"] = r.steps;
     out["rhs_evaluations"] = r.rhs_evaluations;
+    out["stiff_steps"] = r.stiff_steps;
+    nlohmann::ordered_json switches = nlohmann::ordered_json::array();
+    for (const Scalar& t : r.stiff_switches) switches.push_back(static_cast<double>(t));
+    out["stiff_switches"] = std::move(switches);
     return out;
 }
 

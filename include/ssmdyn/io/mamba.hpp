@@ -33,6 +33,7 @@
 
 #include <Eigen/Core>
 
+#include "../core/memory_limit.hpp"
 #include "../core/params.hpp"
 #include "safetensors.hpp"
 #include "../core/state.hpp"
@@ -84,8 +85,10 @@ inline std::string mamba_layer_prefix(const std::string& pattern, int layer) {
 /// \param layer the layer index, >= 0
 /// \param prefix_pattern tensor-name prefix, with "{i}" standing for the layer index
 /// \throws std::invalid_argument naming the full tensor key and the problem: a missing
-///   tensor, a wrong shape (with the expected one), or a non-finite or non-negative
-///   assembled entry (with the tensor it came from).
+///   tensor, a wrong shape (with the expected one), a layer whose parameters as doubles
+///   (the dense d_inner x d_inner S_Delta above all) need more than memory_limit() (with
+///   d_inner, N, dt_rank and the bytes; checked before anything is allocated), or a
+///   non-finite or non-negative assembled entry (with the tensor it came from).
 inline MambaLayer load_mamba_layer(const SafetensorsFile& file, int layer,
                                    const std::string& prefix_pattern = mamba_default_prefix) {
     if (layer < 0) throw std::invalid_argument("load_mamba_layer: layer = " + std::to_string(layer) + " must be >= 0");
@@ -137,18 +140,41 @@ inline MambaLayer load_mamba_layer(const SafetensorsFile& file, int layer,
     expect(dt_bias_key, b_shape, {d_inner}, "d_inner");
     expect(d_key, d_shape, {d_inner}, "d_inner");
 
+    // Everything below is sized by the header: refuse before allocating any of it. The
+    // dense S_Delta (d_inner x d_inner) dominates: a checkpoint of a few hundred KB can
+    // declare a d_inner whose S_Delta needs more memory than the machine has.
+    {
+        const auto d = static_cast<std::size_t>(d_inner), N = static_cast<std::size_t>(n),
+                   R = static_cast<std::size_t>(rank);
+        const std::size_t s_delta = checked_bytes(d, d, sizeof(double));
+        const std::size_t total = checked_sum(
+            s_delta,                                                        // S_Delta
+            checked_bytes(checked_sum(R, checked_bytes(2, N, 1)), d, sizeof(double)),  // x_proj
+            checked_bytes(d, R, sizeof(double)),                            // dt_proj.weight
+            checked_bytes(2, N, d, sizeof(double)),                         // S_B, S_C
+            checked_bytes(2, d, N, sizeof(double)),                         // A_log, A
+            checked_bytes(2, d, sizeof(double)));                           // delta_bias, D
+        check_allocation(total, where + "its S6 parameters with d_inner = " + std::to_string(d_inner) +
+                                    ", N = " + std::to_string(n) + ", dt_rank = " + std::to_string(rank) +
+                                    " (the dense S_Delta = " + dt_weight_key + " * rows [0, dt_rank) of " +
+                                    x_key + " alone is " + std::to_string(d_inner) + " x " +
+                                    std::to_string(d_inner) + " doubles, " + format_bytes(s_delta) + ")");
+    }
+
     MambaLayer out;
     out.d_inner = static_cast<Eigen::Index>(d_inner);
     out.n_state = static_cast<Eigen::Index>(n);
     out.dt_rank = static_cast<Eigen::Index>(rank);
     const Eigen::Index r = out.dt_rank, N = out.n_state;
 
-    const MatrixX<double> x_proj = file.matrix(x_key);
-    const MatrixX<double> dt_weight = file.matrix(dt_weight_key);
-    const MatrixX<double> x_delta = x_proj.topRows(r);
-    out.params.S_B = x_proj.middleRows(r, N);
-    out.params.S_C = x_proj.middleRows(r + N, N);
-    out.params.S_Delta = dt_weight * x_delta;
+    {
+        const MatrixX<double> x_proj = file.matrix(x_key);
+        const MatrixX<double> dt_weight = file.matrix(dt_weight_key);
+        out.params.S_B = x_proj.middleRows(r, N);
+        out.params.S_C = x_proj.middleRows(r + N, N);
+        out.params.S_Delta.resize(out.d_inner, out.d_inner);
+        out.params.S_Delta.noalias() = dt_weight * x_proj.topRows(r);  // no temporary of d_inner^2
+    }
     out.params.delta_bias = file.vector(dt_bias_key);
     // Scalar std::exp, not Eigen's vectorised exp: that one clamps its argument, so
     // exp(-inf) would come out near 1e-308 and a corrupt A_log would pass as a decay.
@@ -177,7 +203,8 @@ inline MambaLayer load_mamba_layer(const SafetensorsFile& file, int layer,
 }
 
 /// Opens the checkpoint at `path` and builds layer `layer` (see the overload above). Reads
-/// the whole file: to load several layers, open one SafetensorsFile and reuse it.
+/// the header and that layer's tensors only; to load several layers, open one
+/// SafetensorsFile and reuse it (the header is parsed once).
 inline MambaLayer load_mamba_layer(const std::string& path, int layer,
                                    const std::string& prefix_pattern = mamba_default_prefix) {
     return load_mamba_layer(SafetensorsFile(path), layer, prefix_pattern);

@@ -9,9 +9,13 @@
 /// into the data section; elements little-endian, row-major), plus an optional
 /// `"__metadata__"` object of string values.
 ///
-/// The reader treats the file as untrusted: every length and offset is checked against
-/// the bytes actually present before anything is read, and every problem is a
-/// std::invalid_argument naming the file, the tensor and what is wrong. The header is
+/// The reader treats the file as untrusted: only regular files are opened (a FIFO or a
+/// device is refused before opening it), every length and offset is checked against the
+/// bytes actually present before anything is read (the header length against the file
+/// size and a 100 MB limit before the header is read), tensor data is read from its
+/// offset only when asked for and only after check_allocation() (core/memory_limit.hpp)
+/// accepted its size as doubles, and every problem is a std::invalid_argument naming the
+/// file, the tensor and what is wrong. The header is
 /// parsed by nlohmann_json, made stricter than its DOM parser (see detail::HeaderBuilder):
 /// a duplicate key, nesting deeper than 64 levels, a byte-order mark, or anything but
 /// whitespace after the JSON value (a NUL byte included) is an error. Values convert to
@@ -22,6 +26,8 @@
 /// Eigen::MatrixXd A_log = file.matrix("backbone.layers.0.mixer.A_log");
 /// \endcode
 
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -30,6 +36,8 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -41,6 +49,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../core/detail/enum_names.hpp"
+#include "../core/memory_limit.hpp"
 #include "../core/state.hpp"
 
 namespace ssmdyn {
@@ -515,33 +524,49 @@ struct TensorInfo {
     std::size_t element_count() const { return (end - begin) / dtype_size(dtype); }
 };
 
-/// A safetensors file read into memory, its header parsed and checked.
+/// A safetensors file: its header read, parsed and checked when it is opened, its tensors
+/// read from the file on request.
 ///
-/// The whole file is read once by the constructor; tensors are converted to double on
-/// request. Construction throws std::invalid_argument when the file is unreadable or its
-/// header is malformed in any way (see the file comment). A tensor of a dtype that is
-/// not supported (e.g. I64) does not prevent reading the others: only asking for its
-/// values throws.
+/// The constructor refuses anything but a regular file (a FIFO would block, a device can
+/// be endless) before opening it, reads the 8-byte header length and checks it against the
+/// file size and the 100 MB limit before reading the header, and checks every tensor's
+/// byte range against the data section; tensor data is read only when asked for, by its
+/// offset, and converted to double (after check_allocation()). Construction throws
+/// std::invalid_argument when the file is unreadable or its header is malformed in any way
+/// (see the file comment). A tensor of a dtype that is not supported (e.g. I64) does not
+/// prevent reading the others: only asking for its values throws.
+///
+/// The file stays open while the object (or a copy of it, which shares the open file)
+/// lives; reads from several threads are serialised.
 class SafetensorsFile {
 public:
     /// Largest header accepted, as in the reference implementation: 100 MB.
     static constexpr std::uint64_t max_header_size = 100000000;
 
-    /// Reads and checks the file at `path`.
-    explicit SafetensorsFile(const std::string& path) : m_path(path) {
-        std::error_code ec;
-        if (std::filesystem::is_directory(path, ec)) fail("is a directory, not a file");
-        std::ifstream in(path, std::ios::binary);
-        if (!in) fail("cannot be opened for reading");
+    /// Opens the file at `path` and reads and checks its header.
+    explicit SafetensorsFile(const std::string& path) : m_path(path), m_file(std::make_shared<OpenFile>()) {
+        refuse_unless_regular_file();
+        std::ifstream& in = m_file->in;
+        errno = 0;
+        in.open(path, std::ios::binary);
+        if (!in) fail("cannot be opened for reading" + reason(errno));
         in.seekg(0, std::ios::end);
         const std::streamoff size = in.tellg();
         in.seekg(0, std::ios::beg);
         if (size < 0 || !in) fail("cannot be read (size unknown)");
-        m_bytes.resize(static_cast<std::size_t>(size));
-        if (size > 0) in.read(reinterpret_cast<char*>(m_bytes.data()), static_cast<std::streamsize>(size));
-        if (in.gcount() != static_cast<std::streamsize>(size))
-            fail("could not read all of its " + std::to_string(size) + " bytes");
-        parse();
+        const auto file_size = static_cast<std::uint64_t>(size);
+        unsigned char length[8] = {};
+        const std::size_t have = static_cast<std::size_t>(std::min<std::uint64_t>(file_size, 8));
+        if (have > 0) in.read(reinterpret_cast<char*>(length), static_cast<std::streamsize>(have));
+        if (in.gcount() != static_cast<std::streamsize>(have))
+            fail("could not read its first " + std::to_string(have) + " bytes");
+        const std::size_t header_size = checked_header_size(file_size, length);
+        check_allocation(header_size, "safetensors file '" + m_path + "': its header");
+        std::string header(header_size, '\0');
+        if (header_size > 0) in.read(&header[0], static_cast<std::streamsize>(header_size));
+        if (in.gcount() != static_cast<std::streamsize>(header_size))
+            fail("could not read its " + std::to_string(header_size) + "-byte header");
+        parse(header.data(), header_size, file_size);
     }
 
     /// Checks bytes already in memory, laid out as a safetensors file.
@@ -571,16 +596,12 @@ public:
     const std::map<std::string, std::string>& metadata() const { return m_metadata; }
 
     /// All elements of a tensor of any rank, in file (row-major) order, as doubles.
+    /// \throws std::invalid_argument for an unknown name, an unsupported dtype, values
+    ///   above memory_limit() as doubles, or a file that became shorter since it was opened
     std::vector<double> values(const std::string& name) const {
-        const TensorInfo& t = info(name);
-        if (!is_supported(t.dtype))
-            fail_tensor(name, std::string("has unsupported dtype ") + dtype_name(t.dtype) + "; supported: " +
-                                  detail::supported_dtypes());
-        const std::size_t n = t.element_count();
-        const std::size_t size = dtype_size(t.dtype);
-        const unsigned char* p = m_bytes.data() + m_data_begin + t.begin;
-        std::vector<double> out(n);
-        for (std::size_t i = 0; i < n; ++i) out[i] = detail::decode_element(p + i * size, t.dtype);
+        const TensorInfo& t = readable(name);
+        std::vector<double> out(t.element_count());
+        decode(name, t, [&](std::size_t i, double v) { out[i] = v; });
         return out;
     }
 
@@ -590,10 +611,14 @@ public:
         if (t.shape.size() != 2)
             fail_tensor(name, "has shape " + detail::shape_string(t.shape) + " (" + std::to_string(t.shape.size()) +
                                   "-D); matrix() needs a 2-D tensor");
-        const std::vector<double> v = values(name);
-        using RowMajor = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-        return Eigen::Map<const RowMajor>(v.data(), static_cast<Eigen::Index>(t.shape[0]),
-                                          static_cast<Eigen::Index>(t.shape[1]));
+        readable(name);
+        const auto rows = static_cast<Eigen::Index>(t.shape[0]), cols = static_cast<Eigen::Index>(t.shape[1]);
+        MatrixX<double> m(rows, cols);
+        decode(name, t, [&](std::size_t i, double v) {
+            const auto k = static_cast<Eigen::Index>(i);
+            m(k / cols, k % cols) = v;
+        });
+        return m;
     }
 
     /// A 1-D tensor as a vector.
@@ -602,14 +627,105 @@ public:
         if (t.shape.size() != 1)
             fail_tensor(name, "has shape " + detail::shape_string(t.shape) + " (" + std::to_string(t.shape.size()) +
                                   "-D); vector() needs a 1-D tensor");
-        const std::vector<double> v = values(name);
-        return Eigen::Map<const VectorX<double>>(v.data(), static_cast<Eigen::Index>(v.size()));
+        readable(name);
+        VectorX<double> v(static_cast<Eigen::Index>(t.element_count()));
+        decode(name, t, [&](std::size_t i, double x) { v(static_cast<Eigen::Index>(i)) = x; });
+        return v;
     }
 
 private:
+    /// The open file, shared by copies of the object; reads hold the mutex.
+    struct OpenFile {
+        std::mutex mutex;
+        std::ifstream in;
+    };
+
     SafetensorsFile(std::vector<unsigned char> bytes, std::string name)
         : m_path(std::move(name)), m_bytes(std::move(bytes)) {
-        parse();
+        const std::uint64_t size = m_bytes.size();
+        const std::size_t header_size = checked_header_size(size, m_bytes.data());
+        parse(reinterpret_cast<const char*>(m_bytes.data() + 8), header_size, size);
+    }
+
+    static std::string reason(int error) {
+        return error != 0 ? ": " + std::generic_category().message(error) : std::string();
+    }
+
+    /// Refuses, by the file's type and before opening it, anything but a regular file
+    /// (symbolic links followed): opening a FIFO blocks until a writer comes, a device can
+    /// be endless, a directory has no bytes.
+    void refuse_unless_regular_file() const {
+        namespace fs = std::filesystem;
+        std::error_code ec;
+        const fs::file_status status = fs::status(m_path, ec);
+        switch (status.type()) {
+            case fs::file_type::regular: return;
+            case fs::file_type::directory: fail("is a directory, not a file");
+            case fs::file_type::fifo: fail("is a FIFO (named pipe), not a regular file");
+            case fs::file_type::character:
+            case fs::file_type::block: fail("is a device, not a regular file");
+            case fs::file_type::socket: fail("is a socket, not a regular file");
+            case fs::file_type::not_found:
+                fail("cannot be opened for reading" + (ec ? ": " + ec.message() : std::string(": not found")));
+            default:
+                if (ec) fail("cannot be opened for reading: " + ec.message());
+                fail("is not a regular file");
+        }
+    }
+
+    /// The header size the first 8 bytes declare (`length`: min(file_size, 8) bytes), checked
+    /// against the file size and the limit before anything else is read.
+    std::size_t checked_header_size(std::uint64_t file_size, const unsigned char* length) const {
+        if (file_size < 8)
+            fail("is " + std::to_string(file_size) + " bytes long, shorter than the 8-byte header length");
+        const std::uint64_t n = detail::load_le(length, 8);
+        if (n > max_header_size)
+            fail("declares a header of " + std::to_string(n) + " bytes, larger than the limit of " +
+                 std::to_string(max_header_size) + " (not a safetensors file?)");
+        if (n > file_size - 8)
+            fail("declares a header of " + std::to_string(n) + " bytes, larger than the " +
+                 std::to_string(file_size - 8) + " bytes after the length field");
+        return static_cast<std::size_t>(n);
+    }
+
+    /// The tensor `name`, checked to be of a supported dtype and to fit in memory as doubles.
+    const TensorInfo& readable(const std::string& name) const {
+        const TensorInfo& t = info(name);
+        if (!is_supported(t.dtype))
+            fail_tensor(name, std::string("has unsupported dtype ") + dtype_name(t.dtype) + "; supported: " +
+                                  detail::supported_dtypes());
+        check_allocation(checked_bytes(t.element_count(), sizeof(double)),
+                         "safetensors file '" + m_path + "': tensor " + detail::json_quoted(name) + " of shape " +
+                             detail::shape_string(t.shape) + " (" + std::to_string(t.element_count()) +
+                             " values as doubles)");
+        return t;
+    }
+
+    /// Reads the tensor's bytes (from memory, or from the file in chunks of at most 1 MiB)
+    /// and calls put(i, value) for every element i in file order.
+    template <typename Put>
+    void decode(const std::string& name, const TensorInfo& t, Put&& put) const {
+        const std::size_t size = dtype_size(t.dtype), count = t.element_count();
+        if (count == 0) return;
+        if (!m_file) {
+            const unsigned char* p = m_bytes.data() + m_data_begin + t.begin;
+            for (std::size_t i = 0; i < count; ++i) put(i, detail::decode_element(p + i * size, t.dtype));
+            return;
+        }
+        const std::size_t chunk_elements = std::max<std::size_t>(1, (std::size_t(1) << 20) / size);
+        std::vector<unsigned char> buffer(std::min(count, chunk_elements) * size);
+        const std::lock_guard<std::mutex> lock(m_file->mutex);
+        std::ifstream& in = m_file->in;
+        in.clear();
+        in.seekg(static_cast<std::streamoff>(m_data_begin + t.begin), std::ios::beg);
+        for (std::size_t first = 0; first < count; first += chunk_elements) {
+            const std::size_t n = std::min(chunk_elements, count - first);
+            if (in) in.read(reinterpret_cast<char*>(buffer.data()), static_cast<std::streamsize>(n * size));
+            if (!in || in.gcount() != static_cast<std::streamsize>(n * size))
+                fail_tensor(name, "could not be read: the file ended before byte " +
+                                      std::to_string(m_data_begin + t.end) + " (did it change since it was opened?)");
+            for (std::size_t i = 0; i < n; ++i) put(first + i, detail::decode_element(buffer.data() + i * size, t.dtype));
+        }
     }
 
     [[noreturn]] void fail(const std::string& what) const {
@@ -624,22 +740,12 @@ private:
              " of the header");
     }
 
-    void parse() {
-        const std::size_t size = m_bytes.size();
-        if (size < 8)
-            fail("is " + std::to_string(size) + " bytes long, shorter than the 8-byte header length");
-        const std::uint64_t n = detail::load_le(m_bytes.data(), 8);
-        if (n > max_header_size)
-            fail("declares a header of " + std::to_string(n) + " bytes, larger than the limit of " +
-                 std::to_string(max_header_size) + " (not a safetensors file?)");
-        if (n > size - 8)
-            fail("declares a header of " + std::to_string(n) + " bytes, larger than the " +
-                 std::to_string(size - 8) + " bytes after the length field");
-        const auto header_size = static_cast<std::size_t>(n);
+    /// Parses and checks the header (`header_size` bytes at `text`) of a file of `file_size`
+    /// bytes, whose length field checked_header_size() accepted.
+    void parse(const char* text, std::size_t header_size, std::uint64_t file_size) {
         m_data_begin = 8 + header_size;
-        const std::size_t data_size = size - m_data_begin;
+        const auto data_size = static_cast<std::size_t>(file_size - m_data_begin);
 
-        const char* text = reinterpret_cast<const char*>(m_bytes.data() + 8);
         if (header_size == 0) fail("has an empty header (0 bytes), where a JSON object should be");
         // nlohmann skips a byte-order mark; strict JSON (and the reference reader) does not.
         if (header_size >= 3 && std::memcmp(text, "\xEF\xBB\xBF", 3) == 0)
@@ -769,7 +875,8 @@ private:
     }
 
     std::string m_path;
-    std::vector<unsigned char> m_bytes;
+    std::shared_ptr<OpenFile> m_file;   // the open file (null for from_bytes)
+    std::vector<unsigned char> m_bytes;  // from_bytes: the whole file
     std::size_t m_data_begin = 0;
     std::vector<std::string> m_names;
     std::map<std::string, TensorInfo> m_tensors;

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "../core/memory_limit.hpp"
 #include "../core/parallel_for.hpp"
 #include "classify.hpp"
 #include "../core/params.hpp"
@@ -70,11 +71,16 @@ PhaseCell phase_cell(const OneDimensional<double>& system, const Eigen::MatrixBa
 /// The phase diagram: every cell of `grid` by phase_cell, for fixed tokens, in parallel
 /// (cells in grid order whatever the thread count). A cell that would blow up after
 /// t_end is observed as slow divergence: choose t_end beyond the blow-up times of interest.
+/// \throws std::invalid_argument for an empty grid, or one whose cells need more than
+///   memory_limit() (core/memory_limit.hpp), checked before anything is allocated
 template <typename Derived>
 std::vector<PhaseCell> phase_diagram(const PhaseGrid& grid, const Eigen::MatrixBase<Derived>& tokens, double t_end,
                                      const SimulateOptions<double>& options = {}, int threads = 0,
                                      const ProgressCallback& progress = {}) {
     if (grid.mu.empty() || grid.s.empty()) throw std::invalid_argument("the mu and s grids must not be empty");
+    check_allocation(checked_bytes(grid.mu.size(), grid.s.size(), sizeof(PhaseCell)),
+                     "the phase diagram's " + std::to_string(grid.mu.size()) + " x " + std::to_string(grid.s.size()) +
+                         " grid of cells");
     std::vector<PhaseCell> cells(grid.size());
     parallel_for(
         cells.size(), [&](std::size_t k) { cells[k] = phase_cell(grid.cell(k), tokens, t_end, options); }, threads,

@@ -1,0 +1,48 @@
+#pragma once
+// The options of the commands that integrate (simulate, influence): their flags and how
+// they become SimulateOptions. Shared by tools/ssmdyn.cpp and the fuzz harness of the
+// CLI configuration path (tests/fuzz/fuzz_cli_config.cpp), so both take the same path.
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+
+#include <ssmdyn/integrate/status.hpp>
+
+#include "arguments.hpp"
+
+namespace ssmdyn::cli {
+
+/// The flags (and switches) of simulate and influence, for parse_arguments.
+#define SSMDYN_INTEGRATION_FLAGS \
+    "--t-end", "--rtol", "--atol", "--stepper", "--error-norm", "--dt", "--max-steps", "--max-seconds", "--out"
+#define SSMDYN_INTEGRATION_SWITCHES "--no-stiff-switching"
+
+/// The integration options the flags give; throws std::invalid_argument naming the flag.
+inline SimulateOptions<double> simulate_options(const Arguments& args) {
+    SimulateOptions<double> o;
+    o.rtol = args.non_negative("--rtol", o.rtol);
+    o.atol = args.non_negative("--atol", o.atol);
+    if (o.rtol == 0 && o.atol == 0) throw std::invalid_argument("--rtol, --atol: cannot both be 0");
+    o.dt = args.non_negative("--dt", o.dt);
+    o.stepper = args.parsed("--stepper", o.stepper, parse_stepper);
+    o.error_norm = args.parsed("--error-norm", o.error_norm, parse_error_norm);
+    if (o.error_norm == ErrorNorm::Rms && o.stepper == Stepper::BulirschStoer)
+        throw std::invalid_argument("--error-norm: rms applies to dopri5, cash_karp and fehlberg78");
+    o.max_steps = static_cast<std::size_t>(
+        args.whole("--max-steps", o.max_steps, std::numeric_limits<std::uint32_t>::max(), "the step budget"));
+    if (o.max_steps == 0) throw std::invalid_argument("--max-steps: must be >= 1");
+    o.max_wall_seconds = args.non_negative("--max-seconds", 0.0);
+    o.stiff_switching = !args.has("--no-stiff-switching");
+    o.record = Record::None;  // nothing kept in memory: --out streams through the observer
+    return o;
+}
+
+/// --t-end, which every integrating command requires.
+inline double required_t_end(const Arguments& args) {
+    if (!args.has("--t-end")) throw std::invalid_argument("--t-end: required (the final time)");
+    return args.non_negative("--t-end", 0.0);
+}
+
+}  // namespace ssmdyn::cli
