@@ -192,3 +192,32 @@ TEST_CASE("the observer sees every accepted step; the cap thins the kept ones ev
     (void)ssmdyn::simulate(system, x0, 1.0, o);
     CHECK(seen_t == o.output_times);
 }
+
+TEST_CASE("a stepper that rejects without shrinking its step does not retry forever") {
+    // Found by fuzz_cli_config: odeint's bulirsch_stoer at rtol 0 rejected a step at
+    // t = 0.582 and kept dt, so every retry was the same; the driver now halves it.
+    ssmdyn::S6Params<double> p;
+    p.S_B.resize(2, 2);
+    p.S_B << 1, 5.2, 0.1, -0.5;
+    p.S_C.resize(2, 2);
+    p.S_C << 0.3, 1, 0, 0.4;
+    p.S_Delta.resize(2, 2);
+    p.S_Delta << 0.5, 0, 0.1, 0.2;
+    p.A.resize(2, 2);
+    p.A << -1, -2, -0.5, -2;
+    p.delta_bias.resize(2);
+    p.delta_bias << 5, -0.3;
+    const System system(p);
+    Eigen::MatrixXd x0(2, 3);
+    x0 << 0, -0.2, 0.7, 0.5, 0.3, -1;
+    Options o;
+    o.record = ssmdyn::Record::None;
+    o.stepper = ssmdyn::Stepper::BulirschStoer;
+    o.rtol = 0;
+    o.atol = 1e-9;
+    o.max_wall_seconds = 60;  // the bug ran until killed; 60 s is far beyond the fix's time
+    const auto r = ssmdyn::simulate(system, x0, 6.0, o);
+    CAPTURE(r.message, r.steps, r.rejected_steps);
+    CHECK(r.status != Status::TimeLimit);
+    CHECK(r.x_final.allFinite());
+}

@@ -236,6 +236,13 @@ public:
                 Scalar t_try = m_t;
                 if (!trial(m_x, m_dxdt, t_try, x_new, dxdt_new, dt_try)) {
                     ++m_res.rejected_steps;
+                    // A stepper that rejects without shrinking the step (odeint's
+                    // bulirsch_stoer can, at a tight tolerance) would retry the same step
+                    // forever: make it forget its state and halve the step.
+                    if (!(dt_try < dt_before)) {
+                        reset();
+                        dt_try = dt_before / 2;
+                    }
                     m_dt = dt_try;
                     continue;
                 }
