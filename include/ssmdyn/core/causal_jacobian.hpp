@@ -6,13 +6,15 @@
 ///
 /// Token l's output depends on tokens j <= l only, so J is block lower-triangular with
 /// D×D blocks J_lj. The off-diagonal part acts through the scan's own recurrence: tokens
-/// j < l reach token l only through the state h_{l−1}, so (Σ_{j<l} J_lj v_j) is the tangent
-/// scan (scan_derivatives.hpp) carried to token l with the tangent of token l itself set to
-/// zero. The solve is therefore a forward sweep over tokens,
-///   v_l = (c·I − J_ll)^{−1} (r_l + Σ_{j<l} J_lj v_j),
-/// with the diagonal blocks J_ll formed once per linearisation (D tangent directions per
-/// token) and factorised once per shift c. Memory: D²·L numbers for the blocks and their
-/// factors, plus the projections of the tokens.
+/// j < l reach token l only through the state h_{l−1}, so Σ_{j<l} J_lj v_j = (ā_l ⊙ T_{l−1}) C_l
+/// with T the tangent of the state (D×N), carried by T_l = ā_l ⊙ T_{l−1} + (∂h_l/∂x_l) v_l.
+/// The solve is therefore a forward sweep over tokens,
+///   v_l = (c·I − J_ll)^{−1} (r_l + (ā_l ⊙ T_{l−1}) C_l),
+/// with the diagonal blocks J_ll formed once per linearisation (in closed form) and
+/// factorised once per shift c; per token the sweep is two passes over a D×N array, a
+/// small matrix-vector product and an LU solve. Memory: 2·D²·L numbers for the blocks and
+/// their factors,
+/// and about 5·D·N·L for what the sweep keeps of each token (ā_l, ∂h_l/∂Δ_l, h_l, …).
 
 #include <algorithm>
 #include <cmath>
@@ -22,7 +24,6 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
-#include <vector>
 
 #include <Eigen/Core>
 #include <Eigen/LU>
@@ -76,9 +77,10 @@ public:
             throw std::invalid_argument("CausalJacobian: the gate has " + std::to_string(m_options.gate.rows()) +
                                         " rows, expected D = " + std::to_string(D));
         m_zoh = m_options.discretization == Discretization::ZeroOrderHold;
-        m_pattern = m_zoh ? detail::DecayPattern::General : detail::decay_pattern(p.A);
         m_P.resize(D + 2 * N, D);
         m_P << p.S_Delta, p.S_B, p.S_C;
+        m_SCB.resize(2 * N, D);
+        m_SCB << p.S_C, p.S_B;
     }
 
     /// Token dimension D.
@@ -86,11 +88,12 @@ public:
     /// Tokens L of the last linearisation.
     Eigen::Index tokens() const { return m_X.cols(); }
 
-    /// Bytes the blocks and their factors of an L-token state take (what linearize and
-    /// factorize allocate, dominated by 2·D²·L numbers).
+    /// Bytes the blocks, their factors and the per-token data of an L-token state take
+    /// (what linearize and factorize allocate, dominated by 2·D²·L numbers).
     std::size_t bytes_for(Eigen::Index L) const {
         const auto D = static_cast<std::size_t>(dim()), N = static_cast<std::size_t>(m_params->state_dim());
-        return sizeof(Scalar) * static_cast<std::size_t>(L) * (2 * D * D + 3 * D + 2 * N + 2 * D);
+        const std::size_t per_token = 2 * D * D + (m_zoh ? 5 : 4) * D * N + 6 * D + 2 * N;
+        return sizeof(Scalar) * static_cast<std::size_t>(L) * per_token;
     }
 
     /// Linearises at the flat state x (D·L, finite): stores what the sweeps need and forms
@@ -113,8 +116,6 @@ public:
         m_dphi.array() = detail::step_size_derivative(m_phi, z.array());
         auto delta = z.array();
         detail::apply_step_size(m_phi, delta, delta);
-        if (m_pattern != detail::DecayPattern::General)
-            m_decay0 = (m_proj.topRows(D).array().colwise() * m_params->A.col(0).array()).exp().matrix();
         if (m_options.gate.size() != 0) {
             const auto g = m_options.gate.array();
             m_silu = (g / (1 + (-g).exp())).matrix();
@@ -137,12 +138,19 @@ public:
     /// Factorises c·I − J_ll for every token (LU with partial pivoting), for solve().
     void factorize(Scalar shift) {
         const Eigen::Index D = dim(), L = tokens();
-        m_lu.resize(static_cast<std::size_t>(L));
+        m_factors.resize(D * L, D);
+        m_pivots.resize(D * L);
+        m_reciprocals.resize(D * L);
         m_shifted.resize(D, D);
         for (Eigen::Index l = 0; l < L; ++l) {
             m_shifted = -block(l);
             m_shifted.diagonal().array() += shift;
-            m_lu[static_cast<std::size_t>(l)].compute(m_shifted);
+            m_lu.compute(m_shifted);
+            m_factors.middleRows(l * D, D) = m_lu.matrixLU();
+            m_reciprocals.segment(l * D, D) = m_lu.matrixLU().diagonal().cwiseInverse();
+            // Row i of P·b is b[pivot(i)] (Eigen's P moves row i to indices(i)).
+            const auto& to = m_lu.permutationP().indices();
+            for (Eigen::Index i = 0; i < D; ++i) m_pivots(l * D + to(i)) = static_cast<int>(i);
         }
         m_factored = true;
     }
@@ -153,34 +161,17 @@ public:
         if (!m_factored) throw std::logic_error("CausalJacobian::solve: call factorize() after linearize()");
         check_size(r, "solve");
         v.resize(r.size());
-        dispatch([&](auto kernel) { sweep<true>(kernel, r, v); });
+        sweep<true>(r, v);
     }
 
     /// out = J·v by the same sweep (for checks: it equals selective_scan_jvp's tangent).
     void multiply(const State& v, State& out) {
         check_size(v, "multiply");
         out.resize(v.size());
-        dispatch([&](auto kernel) { sweep<false>(kernel, v, out); });
+        sweep<false>(v, out);
     }
 
 private:
-    template <detail::DecayPattern P, bool Z>
-    struct Kernel {
-        static constexpr detail::DecayPattern pattern = P;
-        static constexpr bool zoh = Z;
-    };
-
-    template <typename F>
-    void dispatch(F&& f) {
-        using detail::DecayPattern;
-        if (m_zoh) return f(Kernel<DecayPattern::General, true>{});
-        switch (m_pattern) {
-            case DecayPattern::Equal: return f(Kernel<DecayPattern::Equal, false>{});
-            case DecayPattern::Harmonic: return f(Kernel<DecayPattern::Harmonic, false>{});
-            case DecayPattern::General: return f(Kernel<DecayPattern::General, false>{});
-        }
-    }
-
     static Params validated(Params p) {
         p.validate();
         return p;
@@ -194,47 +185,28 @@ private:
                                         std::to_string(m_X.size()));
     }
 
-    /// Token l's data for the tangent kernel, at the linearisation point.
-    detail::TokenData<Scalar> token(Eigen::Index l) const {
-        const Eigen::Index D = dim(), N = m_params->state_dim();
-        detail::TokenData<Scalar> t;
-        t.D = D;
-        t.N = N;
-        t.A = m_params->A.data();
-        t.lda = m_params->A.outerStride();
-        t.delta = &m_proj(0, l);
-        t.B = &m_proj(D, l);
-        t.C = &m_proj(D + N, l);
-        t.x = &m_X(0, l);
-        if (m_pattern != detail::DecayPattern::General) t.decay0 = &m_decay0(0, l);
-        return t;
+    /// Token l's D×N slice of a per-token store (token l in columns l·N …).
+    template <typename M>
+    static auto slice(M& m, Eigen::Index l, Eigen::Index N) {
+        return m.middleCols(l * N, N);
     }
 
-    /// The tangents of token l's own direction v (D): dΔ, dB, dC into m_dproj.
-    void token_tangents(Eigen::Index l, const Scalar* v) {
-        const Eigen::Index D = dim();
-        m_dproj.noalias() = m_P * Eigen::Map<const VectorX<Scalar>>(v, D);
-        m_dproj.head(D).array() *= m_dphi.col(l).array();
-    }
-
-    /// Token l's row scale (the gate's silu) applied to a D-vector.
-    void gate_row(Eigen::Index l, Scalar* y) const {
-        if (m_silu.size() == 0) return;
-        Eigen::Map<VectorX<Scalar>>(y, dim()).array() *= m_silu.col(l).array();
-    }
-
-    /// The diagonal blocks in closed form, with h_{l−1} fixed (ā = e^{AΔ}, β = Δ or
-    /// expm1(AΔ)/A, β' = ∂β/∂Δ = 1 or ā, H the D×N states):
-    ///   J_ll = H_l S_C + diag(φ' ⊙ g) S_Δ + diag(x) (β ⊙ C) S_B + diag((β ⊙ B ⊙ C) 1)
-    /// with g = (A ⊙ ā ⊙ H_{l−1}) C + x ⊙ ((β' ⊙ B) C). The per-token factors are stacked
-    /// (token l in rows l·D …) so that the products are two GEMMs over all tokens instead
-    /// of D tangent scans per token. Also the bound for roundoff_bound().
+    /// Everything a sweep needs, in one pass over the tokens with h_{l−1} carried (ā = e^{AΔ},
+    /// β = Δ or expm1(AΔ)/A, β' = ∂β/∂Δ = 1 or ā, H the D×N states):
+    ///   ā_l, ∂h_l/∂Δ_l = A ⊙ ā ⊙ H_{l−1} + β' ⊙ (x Bᵀ), and β_l (zero-order hold only),
+    /// and the diagonal blocks in closed form,
+    ///   J_ll = H_l S_C + diag(x) (β ⊙ C) S_B + diag(φ' ⊙ g) S_Δ + diag((β ⊙ B ⊙ C) 1),
+    ///   g = (∂h_l/∂Δ_l) C,
+    /// the first two for all tokens as one GEMM of [H | diag(x)(β ⊙ C)] (stacked, token l in
+    /// rows l·D …) with [S_C; S_B]. Also the bound for roundoff_bound().
     void form_blocks() {
         const Eigen::Index D = dim(), N = m_params->state_dim(), L = tokens();
         const auto& A = m_params->A;
         m_H.setZero(D, N);
-        m_Hs.resize(D * L, N);
-        m_Bc.resize(D * L, N);
+        m_decays.resize(D, N * L);
+        m_dh_ddelta.resize(D, N * L);
+        if (m_zoh) m_betas.resize(D, N * L);
+        m_HB.resize(D * L, 2 * N);
         m_g.resize(D * L);
         m_diag.resize(D * L);
         for (Eigen::Index l = 0; l < L; ++l) {
@@ -242,34 +214,35 @@ private:
             const auto delta = m_delta.array();
             const auto B = m_proj.col(l).segment(D, N);
             const auto C = m_proj.col(l).segment(D + N, N);
-            const auto x = m_X.col(l).array();
-            m_decay = A.array().colwise() * delta;
-            m_decay.array() = m_decay.array().exp();  // ā, D×N
+            const auto x = m_X.col(l);
+            auto decay = slice(m_decays, l, N);
+            auto dh_ddelta = slice(m_dh_ddelta, l, N);
+            auto betac = m_HB.block(l * D, N, D, N);
+            decay = A.array().colwise() * delta;
+            decay.array() = decay.array().exp();
+            m_xB.noalias() = x * B.transpose();
+            dh_ddelta = (A.array() * decay.array() * m_H.array()).matrix();
             if (m_zoh) {
-                m_beta = ((A.array().colwise() * delta).unaryExpr([](Scalar v) {
+                auto beta = slice(m_betas, l, N);
+                beta = ((A.array().colwise() * delta).unaryExpr([](Scalar v) {
                     using std::expm1;
                     return expm1(v);
                 }) / A.array()).matrix();
-                m_dbeta = m_decay;
+                dh_ddelta.array() += decay.array() * m_xB.array();
+                m_H = (decay.array() * m_H.array() + beta.array() * m_xB.array()).matrix();
+                betac = (beta.array().rowwise() * C.transpose().array()).matrix();
             } else {
-                m_beta = delta.matrix().replicate(1, N);
-                m_dbeta.setOnes(D, N);
+                dh_ddelta += m_xB;
+                m_H = (decay.array() * m_H.array() + m_xB.array().colwise() * delta).matrix();
+                betac.noalias() = m_delta * C.transpose();
             }
-            auto g = m_g.segment(l * D, D);
-            g.noalias() = (A.array() * m_decay.array() * m_H.array()).matrix() * C;
-            g.array() += x * ((m_dbeta.array().rowwise() * B.transpose().array()).matrix() * C).array();
-            g.array() *= m_dphi.col(l).array();
-            // H_l = ā ⊙ H_{l−1} + β ⊙ (x Bᵀ); β ⊙ C for the S_B term and its diagonal part.
-            m_H = (m_decay.array() * m_H.array() + m_beta.array() * (x.matrix() * B.transpose()).array()).matrix();
-            m_Hs.middleRows(l * D, D) = m_H;
-            auto betac = m_Bc.middleRows(l * D, D);
-            betac = (m_beta.array().rowwise() * C.transpose().array()).matrix();
+            m_g.segment(l * D, D).noalias() = dh_ddelta * C;
+            m_g.segment(l * D, D).array() *= m_dphi.col(l).array();
             m_diag.segment(l * D, D).noalias() = betac * B;
+            betac = x.asDiagonal() * betac;
+            m_HB.block(l * D, 0, D, N) = m_H;
         }
-        const auto x = Eigen::Map<const VectorX<Scalar>>(m_X.data(), D * L);
-        m_blocks.noalias() = m_Hs * m_params->S_C;
-        m_T.noalias() = m_Bc * m_params->S_B;  // (β ⊙ C) S_B per token
-        m_blocks.array() += m_T.array().colwise() * x.array();
+        m_blocks.noalias() = m_HB * m_SCB;
         m_blocks.array() += m_params->S_Delta.replicate(L, 1).array().colwise() * m_g.array();
         if (m_options.D_skip.size() != 0) m_diag += m_options.D_skip.replicate(L, 1);
         m_roundoff = Scalar(0);
@@ -282,42 +255,78 @@ private:
         m_roundoff *= std::numeric_limits<Scalar>::epsilon();
     }
 
-    /// The forward sweep: Solve: out = (c·I − J)^{−1} in; else out = J·in.
-    template <bool Solve, typename K>
-    void sweep(K, const State& in, State& out) {
+    /// Solves (c·I − J_ll) v = rhs with token l's factors (P·A = L·U): column-oriented
+    /// substitutions over the contiguous columns of the stacked factors, for blocks this
+    /// small several times faster than Eigen's general triangular solves.
+    void lu_solve(Eigen::Index l, const Scalar* rhs, Scalar* v) const {
+        const Eigen::Index D = dim(), stride = m_factors.outerStride();
+        const Scalar* lu = m_factors.data() + l * D;
+        const int* pivot = m_pivots.data() + l * D;
+        const Scalar* reciprocal = m_reciprocals.data() + l * D;
+        for (Eigen::Index i = 0; i < D; ++i) v[i] = rhs[pivot[i]];
+        for (Eigen::Index j = 0; j < D; ++j) {  // unit lower triangle
+            const Scalar vj = v[j], *col = lu + j * stride;
+            for (Eigen::Index i = j + 1; i < D; ++i) v[i] -= col[i] * vj;
+        }
+        for (Eigen::Index j = D - 1; j >= 0; --j) {  // upper triangle (a product, not a
+            const Scalar* col = lu + j * stride;       // division, on the critical path)
+            const Scalar vj = v[j] *= reciprocal[j];
+            for (Eigen::Index i = 0; i < j; ++i) v[i] -= col[i] * vj;
+        }
+    }
+
+    /// The forward sweep: Solve: out = (c·I − J)^{−1} in; else out = J·in. T (m_T, D×N) is
+    /// the tangent of the state: what the tokens before l send to token l. Each token is
+    /// two passes over T: decay and read out before token l's solve, its own direction
+    /// added after.
+    template <bool Solve>
+    void sweep(const State& in, State& out) {
         const Eigen::Index D = dim(), N = m_params->state_dim(), L = tokens();
-        m_h.setZero(D * N);
-        m_dh.setZero(D * N);
-        m_htmp.resize(D * N);
-        m_dhtmp.resize(D * N);
-        m_zero.setZero(std::max(D, N));
+        m_T.setZero(D, N);
         m_dy.resize(D);
-        m_rhs.resize(D);
         for (Eigen::Index l = 0; l < L; ++l) {
-            const auto t = token(l);
-            // What the earlier tokens' tangents bring to token l through h_{l−1} (the
-            // kernel also advances the primal state to h_l and the tangent by the decay).
-            m_htmp = m_h;
-            const Scalar* zero = m_zero.data();
-            detail::tangent_token<K::pattern, K::zoh>(t, zero, zero, zero, zero, m_h.data(), m_dh.data(), m_dy.data());
-            gate_row(l, m_dy.data());
+            const auto delta = m_proj.col(l).head(D).array();
+            const auto B = m_proj.col(l).segment(D, N);
+            const auto C = m_proj.col(l).segment(D + N, N);
+            const auto decay = slice(m_decays, l, N);
+            // (Σ_{j<l} J_lj v_j) = (ā_l ⊙ T_{l−1}) C_l, gated as the output is.
+            m_dy.setZero();
+            for (Eigen::Index n = 0; n < N; ++n) {
+                auto t = m_T.col(n);
+                t.array() *= decay.col(n).array();
+                m_dy += C(n) * t;
+            }
+            if (m_silu.size() != 0) m_dy.array() *= m_silu.col(l).array();
+            auto out_l = out.segment(l * D, D);
             if constexpr (Solve) {
                 m_rhs = in.segment(l * D, D) + m_dy;
-                out.segment(l * D, D) = m_lu[static_cast<std::size_t>(l)].solve(m_rhs);
-                m_rhs = out.segment(l * D, D);
+                lu_solve(l, m_rhs.data(), out_l.data());
+                m_v = out_l;
             } else {
-                m_rhs = in.segment(l * D, D);
-                out.segment(l * D, D).noalias() = block(l) * m_rhs;
-                out.segment(l * D, D) += m_dy;
+                m_v = in.segment(l * D, D);
+                out_l.noalias() = block(l) * m_v;
+                out_l += m_dy;
             }
-            // Token l's own direction (now in m_rhs) enters the state for the tokens after it.
             if (l + 1 == L) break;
-            token_tangents(l, m_rhs.data());
-            m_dhtmp.setZero();
-            detail::tangent_token<K::pattern, K::zoh>(t, m_dproj.data(), m_rhs.data(), m_dproj.data() + D,
-                                                      m_dproj.data() + D + N, m_htmp.data(), m_dhtmp.data(),
-                                                      m_dy.data());
-            m_dh += m_dhtmp;
+            // Token l's own direction v_l enters the state: T_l += (∂h_l/∂x_l) v_l, with
+            // dΔ = φ' ⊙ S_Δ v_l and dB = S_B v_l:  ∂h/∂Δ ⊙ dΔ + β ⊙ (v_l Bᵀ + x_l dBᵀ).
+            m_dproj.noalias() = m_P.topRows(D + N) * m_v;
+            m_ddelta = m_dproj.head(D).cwiseProduct(m_dphi.col(l));
+            const auto dB = m_dproj.segment(D, N);
+            const auto x = m_X.col(l).array();
+            const auto dh_ddelta = slice(m_dh_ddelta, l, N);
+            if (m_zoh) {
+                const auto beta = slice(m_betas, l, N);
+                for (Eigen::Index n = 0; n < N; ++n)
+                    m_T.col(n).array() += dh_ddelta.col(n).array() * m_ddelta.array() +
+                                          beta.col(n).array() * (B(n) * m_v.array() + dB(n) * x);
+            } else {  // β = Δ
+                m_vd = m_v.array() * delta;
+                m_xd = x * delta;
+                for (Eigen::Index n = 0; n < N; ++n)
+                    m_T.col(n).array() +=
+                        dh_ddelta.col(n).array() * m_ddelta.array() + B(n) * m_vd.array() + dB(n) * m_xd.array();
+            }
         }
     }
 
@@ -325,15 +334,16 @@ private:
     StepSizeMap m_phi;
     LayerOptions<Scalar> m_options;
     bool m_zoh = false, m_factored = false;
-    detail::DecayPattern m_pattern = detail::DecayPattern::General;
-    MatrixX<Scalar> m_P;                       // [S_Δ; S_B; S_C]
-    MatrixX<Scalar> m_X, m_proj, m_dphi, m_decay0, m_silu;  // the linearisation point
-    MatrixX<Scalar> m_blocks, m_shifted;       // J_ll stacked (D·L×D, token l in rows l·D …)
-    MatrixX<Scalar> m_H, m_Hs, m_Bc, m_T, m_decay, m_beta, m_dbeta;  // form_blocks' scratch
-    VectorX<Scalar> m_g, m_diag, m_delta;
+    MatrixX<Scalar> m_P, m_SCB;                // [S_Δ; S_B; S_C] and [S_C; S_B]
+    MatrixX<Scalar> m_X, m_proj, m_dphi, m_silu;  // the linearisation point
+    MatrixX<Scalar> m_decays, m_dh_ddelta, m_betas;  // ā_l, ∂h_l/∂Δ_l, β_l (D×N per token)
+    MatrixX<Scalar> m_blocks, m_factors;       // J_ll and LU of c·I − J_ll (token l in rows l·D …)
+    Eigen::VectorXi m_pivots;                  // the factors' row permutations
+    VectorX<Scalar> m_reciprocals;             // 1 / the diagonal of U
+    MatrixX<Scalar> m_HB, m_H, m_xB, m_shifted, m_T;  // scratch
+    VectorX<Scalar> m_g, m_diag, m_delta, m_dproj, m_ddelta, m_dy, m_rhs, m_v, m_vd, m_xd;
     Scalar m_roundoff = Scalar(0);
-    std::vector<Eigen::PartialPivLU<MatrixX<Scalar>>> m_lu;
-    VectorX<Scalar> m_h, m_htmp, m_dh, m_dhtmp, m_dproj, m_dy, m_rhs, m_zero;  // scratch
+    Eigen::PartialPivLU<MatrixX<Scalar>> m_lu;
 };
 
 /// The structured Jacobian of a SelectiveSystem's right-hand side, sharing its parameters.
