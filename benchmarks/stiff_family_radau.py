@@ -7,15 +7,20 @@ The systems are those of benchmarks/stiff_family.cpp, read from the files its --
 writes (DIR/seed_<s>.txt: parameters, tokens X0 and ssmdyn's right-hand side F0 = S6(X0),
 all at %.17g). For each seed:
 
-1. the right-hand side below is checked against F0 (max |f - F0| / max |F0| <= 1e-12;
-   exit status 1 otherwise);
+1. the right-hand side below is checked against F0, both its token-by-token scan and the
+   chunked one used for the integration (max |f - F0| / max |F0| <= 1e-12; exit status 1
+   otherwise);
 2. the Jacobian (see `jacobian`) is checked against the complex-step directional
-   derivative of the whole right-hand side, Im f(X0 + i eps v) / eps, for two random v
-   (relative 1e-12);
-3. solve_ivp(method=BlockRadau, rtol=1e-10, atol=1e-12) integrates to t_end; the blow-up
-   time is where max |x| first reaches the dump's blowup_norm (1e8, a terminal event on
-   Radau's dense output), or where Radau stops because its step fell below the spacing
-   of the floating-point numbers (status "radau_failed").
+   derivative of the whole right-hand side, Im f(X0 + i eps v) / eps, for two random v,
+   and the block solve by its residual for one real and one complex shift (relative 1e-12);
+3. solve_ivp(method=BlockRadau, rtol=1e-10, atol=1e-12) integrates to t_end. Status
+   "blow_up": max |x| reached the dump's blowup_norm (1e8; a terminal event located on
+   Radau's dense output), t_blowup is that time; "radau_failed": Radau stopped because its
+   step fell below the spacing of the floating-point numbers, t_blowup is where (on the
+   seeds seen so far this happens at max |x| ~ 3e4 with steps ~ 2e-15 and |x| growing
+   1.5 % a step: RK45 and DOP853 restarted there fail at once too, so the singularity is
+   within ~1e-12 of that time); "completed"; "time_limit" (--radau-seconds spent).
+   tau = max|x| / max|dx/dt| at the end is the time scale left there.
 
 The right-hand side, for X = [x_0 ... x_{L-1}] (D x L), token by token:
     z_l = S_Delta x_l + b,  Delta_l = softplus(z_l),  B_l = S_B x_l,  C_l = S_C x_l,
@@ -28,13 +33,14 @@ dense D x D blocks, L(L+1)/2 of them. It is never formed: for m < l,
     dy_l/dx_m = (E_l o ... o E_{m+1} o dh_m/dx_m) C_l,   E_l = exp(Delta_l A)   (o entrywise),
 so it is kept as E_l, G_l = dh_l/dx_l (D x D x N) and the diagonal blocks dy_l/dx_l, the
 last two by complex-step differentiation of one token's update (x_l + i eps e_j, h_{l-1}
-real; exact to rounding with eps = 1e-100). A product with J, and the solve of
-(c I - J) z = b that Radau needs (c = its real or complex eigenvalue over h), are one
-forward sweep over the tokens carrying T_l = sum_{m<=l} dh_l/dx_m v_m:
+real; exact to rounding with eps = 1e-100). A product with J is one forward sweep over the
+tokens carrying T_l = sum_{m<=l} dh_l/dx_m v_m:
     T_l = E_l o T_{l-1} + G_l . v_l,   (J v)_l = (E_l o T_{l-1}) C_l + J_ll v_l,
-and the solve takes z_l = (c I - J_ll)^{-1} (b_l + (E_l o T_{l-1}) C_l) before adding G_l . z_l.
-That is an exact direct solve (dense inverses of the L diagonal blocks), O(L D^2 N) per
-solve instead of a dense (L D)^3 factorisation.
+and so is the solve of (c I - J) z = b that Radau needs (c = one of its eigenvalues over
+h), with z_l = (c I - J_ll)^{-1} (b_l + (E_l o T_{l-1}) C_l), taken K = 4 tokens at a time
+(block_lu inverts each chunk's 4D x 4D block from the D x D diagonal inverses). An exact
+direct solve in O(L D^2 N) instead of a dense (L D)^3 factorisation (this NumPy links the
+reference BLAS). The eigenvalues of J are those of its diagonal blocks.
 
 Usage (NumPy and SciPy; on Debian run it with /usr/bin/python3):
     build/bin/stiff_family --dump stiff_dump > ssmdyn.csv
@@ -42,16 +48,18 @@ Usage (NumPy and SciPy; on Debian run it with /usr/bin/python3):
     /usr/bin/python3 benchmarks/stiff_family_radau.py stiff_dump --seeds 3 --check-only
     /usr/bin/python3 benchmarks/stiff_family_radau.py stiff_dump --from-csv radau.csv --ssmdyn-csv ssmdyn.csv
 Options: --seeds SPEC (e.g. 1-30 or 3,7; default: every seed file in DIR), --rtol (1e-10),
---atol (1e-12), --jobs P (seeds in P processes), --out FILE (the Radau CSV, also printed),
---from-csv FILE (read Radau results instead of integrating), --ssmdyn-csv FILE (print the
-markdown comparison table; rows whose blow-up times differ by more than --agreement, 1e-6
-relative, or whose status is not blow_up/completed, or slower than --max-seconds, 10, are
-marked and make the exit status 1), --check-only (checks 1 and 2 only).
+--atol (1e-12), --jobs P (seeds in P processes), --radau-seconds S (processor-time budget
+of one seed, 0: none), --out FILE (the Radau CSV, also printed), --resume (keep the seeds
+already in --out), --from-csv FILE (read Radau results instead of integrating),
+--ssmdyn-csv FILE (print the markdown comparison table; rows whose blow-up times differ by
+more than --agreement, 1e-6 relative, whose ssmdyn status is not blow_up/completed, or
+slower than --max-seconds, 10, are marked ** and make the exit status 1), --check-only
+(checks 1 and 2 only). A seed takes 1-2 minutes of processor time when Radau reaches the
+blow-up; seeds on which it crawls stop at --radau-seconds.
 """
 
 import argparse
 import csv
-import math
 import os
 import re
 import sys
@@ -322,7 +330,6 @@ def block_solve(factors, b):
     B = b.reshape(J.nC, -1)
     Z = np.empty(B.shape, dtype=dtype)
     T = np.zeros((J.D, J.N), dtype=dtype)
-    t = T.reshape(-1)
     last, PC = J.last.reshape(J.nC, J.D, J.N), J.PC
     for q in range(J.nC):
         z = inv[q] @ (B[q] + (PC[q] * T).sum(axis=2).reshape(-1))
