@@ -240,3 +240,13 @@ MatrixX<Scalar> selective_scan_reference(const S6Params<Scalar>& params, const M
 }
 
 }  // namespace ssmdyn
+
+#ifdef SSMDYN_EXTERN_TEMPLATES
+// The right-hand side of SelectiveSystem<double>, compiled once in src/instances.cpp for
+// the project's own programs (see simulate.hpp).
+namespace ssmdyn {
+extern template void selective_scan<double, Softplus, Eigen::Map<const MatrixX<double>>, Eigen::Map<MatrixX<double>>>(
+    const S6Params<double>&, const Softplus&, const Eigen::MatrixBase<Eigen::Map<const MatrixX<double>>>&,
+    const Eigen::MatrixBase<Eigen::Map<MatrixX<double>>>&, const LayerOptions<double>&);
+}  // namespace ssmdyn
+#endif

@@ -88,43 +88,13 @@ StateVector<typename Derived::Scalar> initial_state(const System& system, const 
     }
 }
 
-}  // namespace detail
 
-/// Integrate dx/dt = system(x) from options.t_start to t_end with the stepper named by
-/// options.stepper, inside the guards of integrate_guarded().
-///
-/// Never hangs (step budget and minimum step), never returns NaN or Inf as a result
-/// (every trial state is checked), and says how it ended in SimulateResult::status.
-///
-/// \code
-/// const ssmdyn::SelectiveSystem<double> system(ssmdyn::S6Params<double>::one_dimensional({1.0, 0.5, 1.0}));
-/// Eigen::RowVector3d tokens(1.0, -0.5, 0.25);   // 1×L: D = 1 row, column l = token l
-/// const auto r = ssmdyn::simulate(system, tokens, 10.0);
-/// \endcode
-///
-/// \param system  an odeint System, `void operator()(const State&, State&, Scalar) const`,
-///                with State = Eigen::Matrix<Scalar, Dynamic, 1>; taken by reference,
-///                never copied. If it has validate_state(x), x0 is checked with it.
-/// \param x0      the initial tokens, any Eigen expression with a floating-point Scalar:
-///                the flat state (a column vector of length D·L) or, when the system has
-///                dim(), the D×L token matrix (column l = token l)
-/// \param t_end   the final time, >= options.t_start
-/// \param options stepper, tolerances, blow-up bound, budget and recording
-/// \return the status, the initial and final states, the recorded trajectory and the work
-/// \throws std::invalid_argument for invalid options, or an initial state that is in
-///         neither form, empty or not finite (the message names the field)
-template <typename System, typename Derived>
-SimulateResult<typename Derived::Scalar> simulate(const System& system, const Eigen::MatrixBase<Derived>& x0,
-                                                  typename Derived::Scalar t_end,  // a double literal works
-                                                  const SimulateOptions<typename Derived::Scalar>& options = {}) {
-    using Scalar = typename Derived::Scalar;
-    static_assert(std::is_floating_point<Scalar>::value, "simulate needs a floating-point Scalar such as double.");
-    namespace odeint = boost::numeric::odeint;
+/// simulate() on the flat state, after its checks: one instantiation per system and
+/// scalar, whatever expression x0 was (see SSMDYN_EXTERN_TEMPLATES in instances.hpp).
+template <typename System, typename Scalar>
+SimulateResult<Scalar> simulate_state(const System& system, const StateVector<Scalar>& x, Scalar t_end,
+                                      const SimulateOptions<Scalar>& options) {
     using Types = odeint_steppers<Scalar>;
-
-    detail::check_stepper_options(options);
-    const StateVector<Scalar> x = detail::initial_state(system, x0);
-
     auto run = [&](auto&& stepper) { return integrate_guarded(stepper, system, x, t_end, options); };
     const Scalar atol = options.atol, rtol = options.rtol;
     constexpr bool structured = detail::has_causal_jacobian<System>::value;
@@ -165,4 +135,49 @@ SimulateResult<typename Derived::Scalar> simulate(const System& system, const Ei
     throw std::invalid_argument("stepper is not one of the Stepper values");
 }
 
+}  // namespace detail
+
+/// Integrate dx/dt = system(x) from options.t_start to t_end with the stepper named by
+/// options.stepper, inside the guards of integrate_guarded().
+///
+/// Never hangs (step budget and minimum step), never returns NaN or Inf as a result
+/// (every trial state is checked), and says how it ended in SimulateResult::status.
+///
+/// \code
+/// const ssmdyn::SelectiveSystem<double> system(ssmdyn::S6Params<double>::one_dimensional({1.0, 0.5, 1.0}));
+/// Eigen::RowVector3d tokens(1.0, -0.5, 0.25);   // 1×L: D = 1 row, column l = token l
+/// const auto r = ssmdyn::simulate(system, tokens, 10.0);
+/// \endcode
+///
+/// \param system  an odeint System, `void operator()(const State&, State&, Scalar) const`,
+///                with State = Eigen::Matrix<Scalar, Dynamic, 1>; taken by reference,
+///                never copied. If it has validate_state(x), x0 is checked with it.
+/// \param x0      the initial tokens, any Eigen expression with a floating-point Scalar:
+///                the flat state (a column vector of length D·L) or, when the system has
+///                dim(), the D×L token matrix (column l = token l)
+/// \param t_end   the final time, >= options.t_start
+/// \param options stepper, tolerances, blow-up bound, budget and recording
+/// \return the status, the initial and final states, the recorded trajectory and the work
+/// \throws std::invalid_argument for invalid options, or an initial state that is in
+///         neither form, empty or not finite (the message names the field)
+template <typename System, typename Derived>
+SimulateResult<typename Derived::Scalar> simulate(const System& system, const Eigen::MatrixBase<Derived>& x0,
+                                                  typename Derived::Scalar t_end,  // a double literal works
+                                                  const SimulateOptions<typename Derived::Scalar>& options = {}) {
+    using Scalar = typename Derived::Scalar;
+    static_assert(std::is_floating_point<Scalar>::value, "simulate needs a floating-point Scalar such as double.");
+    detail::check_stepper_options(options);
+    return detail::simulate_state(system, detail::initial_state(system, x0), t_end, options);
+}
+
 }  // namespace ssmdyn
+
+#ifdef SSMDYN_EXTERN_TEMPLATES
+// The project's own programs (tests, examples, the CLI) are built with this defined and
+// link src/instances.cpp, which instantiates these once: each heavy instantiation (every
+// stepper, the stiff pair, the driver) is then compiled once, not once per program.
+namespace ssmdyn::detail {
+extern template SimulateResult<double> simulate_state<SelectiveSystem<double, Softplus>, double>(
+    const SelectiveSystem<double, Softplus>&, const StateVector<double>&, double, const SimulateOptions<double>&);
+}  // namespace ssmdyn::detail
+#endif
