@@ -11,10 +11,10 @@
 /// The solve is therefore a forward sweep over tokens,
 ///   v_l = (c·I − J_ll)^{−1} (r_l + (ā_l ⊙ T_{l−1}) C_l),
 /// with the diagonal blocks J_ll formed once per linearisation (in closed form) and
-/// factorised once per shift c; per token the sweep is two passes over a D×N array, a
-/// small matrix-vector product and an LU solve. Memory: 2·D²·L numbers for the blocks and
-/// their factors,
-/// and about 5·D·N·L for what the sweep keeps of each token (ā_l, ∂h_l/∂Δ_l, h_l, …).
+/// c·I − J_ll inverted once per shift c; per token the sweep is one pass over a D×N array
+/// and two small matrix-vector products. Memory: 2·D²·L numbers for the blocks and their
+/// inverses, and about 5·D·N·L for what the sweep keeps of each token (ā_l, ∂h_l/∂Δ_l,
+/// h_l, …).
 
 #include <algorithm>
 #include <cmath>
@@ -24,9 +24,9 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include <Eigen/Core>
-#include <Eigen/LU>
 
 #include "params.hpp"
 #include "scan_derivatives.hpp"
@@ -77,6 +77,7 @@ public:
             throw std::invalid_argument("CausalJacobian: the gate has " + std::to_string(m_options.gate.rows()) +
                                         " rows, expected D = " + std::to_string(D));
         m_zoh = m_options.discretization == Discretization::ZeroOrderHold;
+        m_pattern = m_zoh ? detail::DecayPattern::General : detail::decay_pattern(p.A);
         m_P.resize(D + 2 * N, D);
         m_P << p.S_Delta, p.S_B, p.S_C;
         m_SCB.resize(2 * N, D);
@@ -135,22 +136,15 @@ public:
     /// The diagonal block J_ll = ∂S6(X)_l/∂x_l (D×D) of the last linearisation.
     auto block(Eigen::Index l) const { return m_blocks.middleRows(l * dim(), dim()); }
 
-    /// Factorises c·I − J_ll for every token (LU with partial pivoting), for solve().
+    /// Inverts c·I − J_ll for every token (Gauss-Jordan with partial pivoting), for solve().
     void factorize(Scalar shift) {
         const Eigen::Index D = dim(), L = tokens();
-        m_factors.resize(D * L, D);
-        m_pivots.resize(D * L);
-        m_reciprocals.resize(D * L);
-        m_shifted.resize(D, D);
+        m_factors.resize(D, D * L);
         for (Eigen::Index l = 0; l < L; ++l) {
-            m_shifted = -block(l);
-            m_shifted.diagonal().array() += shift;
-            m_lu.compute(m_shifted);
-            m_factors.middleRows(l * D, D) = m_lu.matrixLU();
-            m_reciprocals.segment(l * D, D) = m_lu.matrixLU().diagonal().cwiseInverse();
-            // Row i of P·b is b[pivot(i)] (Eigen's P moves row i to indices(i)).
-            const auto& to = m_lu.permutationP().indices();
-            for (Eigen::Index i = 0; i < D; ++i) m_pivots(l * D + to(i)) = static_cast<int>(i);
+            auto F = m_factors.middleCols(l * D, D);
+            F = -block(l);
+            F.diagonal().array() += shift;
+            invert_block(l);
         }
         m_factored = true;
     }
@@ -202,105 +196,140 @@ private:
     void form_blocks() {
         const Eigen::Index D = dim(), N = m_params->state_dim(), L = tokens();
         const auto& A = m_params->A;
-        m_H.setZero(D, N);
         m_decays.resize(D, N * L);
         m_dh_ddelta.resize(D, N * L);
         if (m_zoh) m_betas.resize(D, N * L);
         m_HB.resize(D * L, 2 * N);
         m_g.resize(D * L);
         m_diag.resize(D * L);
+        m_H.setZero(D, 1);  // h_{−1} = 0, one column at a time
         for (Eigen::Index l = 0; l < L; ++l) {
             m_delta = m_proj.col(l).head(D);  // contiguous, so that exp below vectorises
             const auto delta = m_delta.array();
             const auto B = m_proj.col(l).segment(D, N);
             const auto C = m_proj.col(l).segment(D + N, N);
-            const auto x = m_X.col(l);
+            const auto x = m_X.col(l).array();
             auto decay = slice(m_decays, l, N);
             auto dh_ddelta = slice(m_dh_ddelta, l, N);
-            auto betac = m_HB.block(l * D, N, D, N);
-            decay = A.array().colwise() * delta;
-            decay.array() = decay.array().exp();
-            m_xB.noalias() = x * B.transpose();
-            dh_ddelta = (A.array() * decay.array() * m_H.array()).matrix();
+            if (m_pattern == detail::DecayPattern::General) {
+                decay = A.array().colwise() * delta;  // ā = e^{AΔ}, in one long vectorised loop
+                decay.array() = decay.array().exp();
+            } else {  // one exponential per channel, its powers as the scan takes them
+                decay.col(0).array() = (A.col(0).array() * delta).exp();
+                for (Eigen::Index n = 1; n < N; ++n) {
+                    if (m_pattern == detail::DecayPattern::Equal)
+                        decay.col(n) = decay.col(0);
+                    else
+                        decay.col(n) = decay.col(n - 1).cwiseProduct(decay.col(0));
+                }
+            }
             if (m_zoh) {
                 auto beta = slice(m_betas, l, N);
                 beta = ((A.array().colwise() * delta).unaryExpr([](Scalar v) {
                     using std::expm1;
                     return expm1(v);
                 }) / A.array()).matrix();
-                dh_ddelta.array() += decay.array() * m_xB.array();
-                m_H = (decay.array() * m_H.array() + beta.array() * m_xB.array()).matrix();
-                betac = (beta.array().rowwise() * C.transpose().array()).matrix();
-            } else {
-                dh_ddelta += m_xB;
-                m_H = (decay.array() * m_H.array() + m_xB.array().colwise() * delta).matrix();
-                betac.noalias() = m_delta * C.transpose();
             }
-            m_g.segment(l * D, D).noalias() = dh_ddelta * C;
-            m_g.segment(l * D, D).array() *= m_dphi.col(l).array();
-            m_diag.segment(l * D, D).noalias() = betac * B;
-            betac = x.asDiagonal() * betac;
-            m_HB.block(l * D, 0, D, N) = m_H;
+            // Then one pass per state n down the D channels: ∂h/∂Δ, h_l (into [H | …]), g
+            // and the diagonal, with h_{l−1} read from the previous token's rows.
+            auto g = m_g.segment(l * D, D).array();
+            auto diag = m_diag.segment(l * D, D).array();
+            g.setZero();
+            diag.setZero();
+            m_xd = x * delta;
+            for (Eigen::Index n = 0; n < N; ++n) {
+                const Scalar* prev = l == 0 ? m_H.data() : m_HB.col(n).data() + (l - 1) * D;
+                const auto h_prev = Eigen::Map<const VectorX<Scalar>>(prev, D).array();
+                auto h = m_HB.col(n).segment(l * D, D).array();
+                auto dh = dh_ddelta.col(n).array();
+                const auto e = decay.col(n).array();
+                if (m_zoh) {  // β = expm1(AΔ)/A, β' = ā
+                    const auto beta = slice(m_betas, l, N).col(n).array();
+                    dh = A.col(n).array() * e * h_prev + e * x * B(n);
+                    h = e * h_prev + beta * x * B(n);
+                    m_HB.col(N + n).segment(l * D, D).array() = beta * x * C(n);
+                    diag += beta * (B(n) * C(n));
+                } else {  // β = Δ, β' = 1
+                    dh = A.col(n).array() * e * h_prev + x * B(n);
+                    h = e * h_prev + m_xd.array() * B(n);
+                    m_HB.col(N + n).segment(l * D, D).array() = m_xd.array() * C(n);
+                    diag += delta * (B(n) * C(n));
+                }
+                g += dh * C(n);
+            }
+            g *= m_dphi.col(l).array();
         }
         m_blocks.noalias() = m_HB * m_SCB;
-        m_blocks.array() += m_params->S_Delta.replicate(L, 1).array().colwise() * m_g.array();
-        if (m_options.D_skip.size() != 0) m_diag += m_options.D_skip.replicate(L, 1);
         m_roundoff = Scalar(0);
         for (Eigen::Index l = 0; l < L; ++l) {
             auto J = m_blocks.middleRows(l * D, D);
+            J.noalias() += m_g.segment(l * D, D).asDiagonal() * m_params->S_Delta;
             J.diagonal() += m_diag.segment(l * D, D);
+            if (m_options.D_skip.size() != 0) J.diagonal() += m_options.D_skip;
             if (m_silu.size() != 0) J = m_silu.col(l).asDiagonal() * J;
             m_roundoff = std::max(m_roundoff, J.cwiseAbs().rowwise().sum().maxCoeff() * m_X.col(l).cwiseAbs().maxCoeff());
         }
         m_roundoff *= std::numeric_limits<Scalar>::epsilon();
     }
 
-    /// Solves (c·I − J_ll) v = rhs with token l's factors (P·A = L·U): column-oriented
-    /// substitutions over the contiguous columns of the stacked factors, for blocks this
-    /// small several times faster than Eigen's general triangular solves.
-    void lu_solve(Eigen::Index l, const Scalar* rhs, Scalar* v) const {
-        const Eigen::Index D = dim(), stride = m_factors.outerStride();
-        const Scalar* lu = m_factors.data() + l * D;
-        const int* pivot = m_pivots.data() + l * D;
-        const Scalar* reciprocal = m_reciprocals.data() + l * D;
-        for (Eigen::Index i = 0; i < D; ++i) v[i] = rhs[pivot[i]];
-        for (Eigen::Index j = 0; j < D; ++j) {  // unit lower triangle
-            const Scalar vj = v[j], *col = lu + j * stride;
-            for (Eigen::Index i = j + 1; i < D; ++i) v[i] -= col[i] * vj;
+    /// Inverts token l's block in place by Gauss-Jordan elimination with partial pivoting
+    /// (column-oriented, so every inner loop runs down a contiguous column). The solves then
+    /// are matrix-vector products: for blocks this small (D = 16), a triangular
+    /// substitution is a chain of D dependent steps through memory, while the product runs
+    /// at full vector width, and a solve happens six times per inversion. The row swap and
+    /// the pivot row's entry are written after each column's vector update, never just
+    /// before it (a narrow store followed by a wide load of the same bytes stalls the
+    /// pipeline). A zero pivot gives non-finite entries, so the solve's result is
+    /// non-finite and a caller's step fails and shrinks.
+    void invert_block(Eigen::Index l) {
+        const Eigen::Index D = dim();
+        auto F = m_factors.middleCols(l * D, D);
+        m_column.resize(D);
+        m_swaps.resize(D);
+        auto m = m_column.array();
+        for (Eigen::Index k = 0; k < D; ++k) {
+            Eigen::Index p = 0;
+            F.col(k).tail(D - k).cwiseAbs().maxCoeff(&p);
+            p += k;
+            m_swaps[k] = p;
+            // m: the pivot column with rows k and p swapped and the pivot itself zeroed.
+            m_column = F.col(k);
+            const Scalar r = Scalar(1) / F(p, k);
+            m[p] = F(k, k);
+            m[k] = Scalar(0);
+            for (Eigen::Index j = 0; j < D; ++j) {  // rows k and p swapped, row k scaled by r
+                if (j == k) continue;                // and eliminated from the others
+                auto cj = F.col(j).array();
+                const Scalar row_k = cj[k], f = cj[p] * r;
+                cj -= f * m;
+                cj[p] = row_k - m[p] * f;
+                cj[k] = f;
+            }
+            F.col(k).array() = -r * m;
+            F(k, k) = r;
         }
-        for (Eigen::Index j = D - 1; j >= 0; --j) {  // upper triangle (a product, not a
-            const Scalar* col = lu + j * stride;       // division, on the critical path)
-            const Scalar vj = v[j] *= reciprocal[j];
-            for (Eigen::Index i = 0; i < j; ++i) v[i] -= col[i] * vj;
-        }
+        for (Eigen::Index k = D - 1; k >= 0; --k)  // the row swaps undone on the columns
+            if (m_swaps[k] != k) F.col(k).swap(F.col(m_swaps[k]));
     }
 
+    /// (c·I − J_ll)^{−1}, token l's block of the factors.
+    auto inverse(Eigen::Index l) const { return m_factors.middleCols(l * dim(), dim()); }
+
     /// The forward sweep: Solve: out = (c·I − J)^{−1} in; else out = J·in. T (m_T, D×N) is
-    /// the tangent of the state: what the tokens before l send to token l. Each token is
-    /// two passes over T: decay and read out before token l's solve, its own direction
-    /// added after.
+    /// the tangent of the state: what the tokens before l send to token l. One pass over T
+    /// per token: token l's own direction is added and token l+1's decay and read-out done
+    /// in the same loop, so that T stays in registers or L1.
     template <bool Solve>
     void sweep(const State& in, State& out) {
         const Eigen::Index D = dim(), N = m_params->state_dim(), L = tokens();
         m_T.setZero(D, N);
-        m_dy.resize(D);
+        m_dy.setZero(D);  // (Σ_{j<l} J_lj v_j) = (ā_l ⊙ T_{l−1}) C_l, before the gate
         for (Eigen::Index l = 0; l < L; ++l) {
-            const auto delta = m_proj.col(l).head(D).array();
-            const auto B = m_proj.col(l).segment(D, N);
-            const auto C = m_proj.col(l).segment(D + N, N);
-            const auto decay = slice(m_decays, l, N);
-            // (Σ_{j<l} J_lj v_j) = (ā_l ⊙ T_{l−1}) C_l, gated as the output is.
-            m_dy.setZero();
-            for (Eigen::Index n = 0; n < N; ++n) {
-                auto t = m_T.col(n);
-                t.array() *= decay.col(n).array();
-                m_dy += C(n) * t;
-            }
             if (m_silu.size() != 0) m_dy.array() *= m_silu.col(l).array();
             auto out_l = out.segment(l * D, D);
             if constexpr (Solve) {
                 m_rhs = in.segment(l * D, D) + m_dy;
-                lu_solve(l, m_rhs.data(), out_l.data());
+                out_l.noalias() = inverse(l) * m_rhs;
                 m_v = out_l;
             } else {
                 m_v = in.segment(l * D, D);
@@ -308,24 +337,36 @@ private:
                 out_l += m_dy;
             }
             if (l + 1 == L) break;
-            // Token l's own direction v_l enters the state: T_l += (∂h_l/∂x_l) v_l, with
-            // dΔ = φ' ⊙ S_Δ v_l and dB = S_B v_l:  ∂h/∂Δ ⊙ dΔ + β ⊙ (v_l Bᵀ + x_l dBᵀ).
+            // Token l's own direction v_l enters the state, then token l+1 decays it and
+            // reads it out: T ← ā_{l+1} ⊙ (T + (∂h_l/∂x_l) v_l), dy = T C_{l+1}, where
+            // (∂h_l/∂x_l) v_l = ∂h/∂Δ ⊙ dΔ + β ⊙ (v_l Bᵀ + x_l dBᵀ), dΔ = φ' ⊙ S_Δ v_l, dB = S_B v_l.
             m_dproj.noalias() = m_P.topRows(D + N) * m_v;
             m_ddelta = m_dproj.head(D).cwiseProduct(m_dphi.col(l));
+            const auto B = m_proj.col(l).segment(D, N);
             const auto dB = m_dproj.segment(D, N);
+            const auto C_next = m_proj.col(l + 1).segment(D + N, N);
             const auto x = m_X.col(l).array();
             const auto dh_ddelta = slice(m_dh_ddelta, l, N);
+            const auto decay_next = slice(m_decays, l + 1, N);
+            m_dy.setZero();
             if (m_zoh) {
                 const auto beta = slice(m_betas, l, N);
-                for (Eigen::Index n = 0; n < N; ++n)
-                    m_T.col(n).array() += dh_ddelta.col(n).array() * m_ddelta.array() +
-                                          beta.col(n).array() * (B(n) * m_v.array() + dB(n) * x);
+                for (Eigen::Index n = 0; n < N; ++n) {
+                    auto t = m_T.col(n).array();
+                    t = decay_next.col(n).array() * (t + dh_ddelta.col(n).array() * m_ddelta.array() +
+                                                      beta.col(n).array() * (B(n) * m_v.array() + dB(n) * x));
+                    m_dy += C_next(n) * m_T.col(n);
+                }
             } else {  // β = Δ
+                const auto delta = m_proj.col(l).head(D).array();
                 m_vd = m_v.array() * delta;
                 m_xd = x * delta;
-                for (Eigen::Index n = 0; n < N; ++n)
-                    m_T.col(n).array() +=
-                        dh_ddelta.col(n).array() * m_ddelta.array() + B(n) * m_vd.array() + dB(n) * m_xd.array();
+                for (Eigen::Index n = 0; n < N; ++n) {
+                    auto t = m_T.col(n).array();
+                    t = decay_next.col(n).array() *
+                        (t + dh_ddelta.col(n).array() * m_ddelta.array() + B(n) * m_vd.array() + dB(n) * m_xd.array());
+                    m_dy += C_next(n) * m_T.col(n);
+                }
             }
         }
     }
@@ -334,16 +375,17 @@ private:
     StepSizeMap m_phi;
     LayerOptions<Scalar> m_options;
     bool m_zoh = false, m_factored = false;
+    detail::DecayPattern m_pattern = detail::DecayPattern::General;  // A's layout, as the scan uses it
     MatrixX<Scalar> m_P, m_SCB;                // [S_Δ; S_B; S_C] and [S_C; S_B]
     MatrixX<Scalar> m_X, m_proj, m_dphi, m_silu;  // the linearisation point
     MatrixX<Scalar> m_decays, m_dh_ddelta, m_betas;  // ā_l, ∂h_l/∂Δ_l, β_l (D×N per token)
-    MatrixX<Scalar> m_blocks, m_factors;       // J_ll and LU of c·I − J_ll (token l in rows l·D …)
-    Eigen::VectorXi m_pivots;                  // the factors' row permutations
-    VectorX<Scalar> m_reciprocals;             // 1 / the diagonal of U
-    MatrixX<Scalar> m_HB, m_H, m_xB, m_shifted, m_T;  // scratch
+    MatrixX<Scalar> m_blocks;                  // J_ll (token l in rows l·D …)
+    MatrixX<Scalar> m_factors;                 // (c·I − J_ll)^{−1} (token l in columns l·D …)
+    Eigen::Matrix<Eigen::Index, Eigen::Dynamic, 1> m_swaps;  // scratch of invert_block
+    VectorX<Scalar> m_column;                  // scratch of invert_block
+    MatrixX<Scalar> m_HB, m_H, m_T;           // scratch
     VectorX<Scalar> m_g, m_diag, m_delta, m_dproj, m_ddelta, m_dy, m_rhs, m_v, m_vd, m_xd;
     Scalar m_roundoff = Scalar(0);
-    Eigen::PartialPivLU<MatrixX<Scalar>> m_lu;
 };
 
 /// The structured Jacobian of a SelectiveSystem's right-hand side, sharing its parameters.
