@@ -5,8 +5,10 @@
 
 #include "io/csv.hpp"
 #include "io/gnuplot.hpp"
+#include "io/checkpoint.hpp"
 #include "io/json.hpp"
 #include "io/mamba.hpp"
+#include "io/mamba_model.hpp"
 #include "io/progress_bar.hpp"
 #include "io/safetensors.hpp"
 #include "io/table.hpp"

@@ -264,7 +264,13 @@ TEST_CASE("mamba: a missing tensor or layer names the full key") {
     ssmdyn::write_safetensors(tmp.path(), t);
     const ssmdyn::SafetensorsFile file(tmp.path());
     CHECK(contains(message_of([&] { (void)ssmdyn::load_mamba_layer(file, 2); }),
-                   "Mamba layer 2: missing tensor backbone.layers.2.mixer.x_proj.weight"));
+                   "Mamba layer 2: the checkpoint has 1 layer under backbone.layers.{i}.mixer. (0 to 0)"));
+    // A pattern without its trailing dot means the same prefix.
+    CHECK(ssmdyn::load_mamba_layer(file, 0, "backbone.layers.{i}.mixer").params.S_B ==
+          ssmdyn::load_mamba_layer(file, 0).params.S_B);
+    // A fixed prefix (no {i}) that is not there names the missing key.
+    CHECK(contains(message_of([&] { (void)ssmdyn::load_mamba_layer(file, 0, "model.mixer."); }),
+                   "missing tensor model.mixer.x_proj.weight"));
     CHECK(contains(message_of([&] { (void)ssmdyn::load_mamba_layer(file, -1); }), "layer = -1 must be >= 0"));
     CHECK(contains(message_of([&] { (void)ssmdyn::load_mamba_layer(tmp.path() + ".absent", 0); }),
                    "cannot be opened"));

@@ -29,12 +29,14 @@
 #include <initializer_list>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <Eigen/Core>
 
 #include "../core/memory_limit.hpp"
 #include "../core/params.hpp"
+#include "checkpoint.hpp"
 #include "safetensors.hpp"
 #include "../core/state.hpp"
 
@@ -52,6 +54,9 @@ struct MambaLayer {
     Eigen::Index n_state = 0;
     /// Rank of the step-size projection, Mamba's dt_rank.
     Eigen::Index dt_rank = 0;
+    /// The factors of S_Δ = dt_weight · dt_input: dt_proj.weight (d_inner × dt_rank) and
+    /// x_proj.weight's first dt_rank rows (dt_rank × d_inner).
+    MatrixX<double> dt_weight, dt_input;
 };
 
 /// Default tensor-name prefix of mixer layer {i}, as in Hugging Face and mamba_ssm checkpoints.
@@ -81,7 +86,7 @@ inline std::string mamba_layer_prefix(const std::string& pattern, int layer) {
 /// Reads `x_proj.weight`, `dt_proj.weight`, `dt_proj.bias`, `A_log` and `D` under the
 /// prefix; N is A_log's column count and dt_rank dt_proj.weight's column count. Every
 /// shape is checked and the parameters are validated (finite entries, A < 0).
-/// \param file an open checkpoint
+/// \param file an open checkpoint: a SafetensorsFile or a Checkpoint (shards)
 /// \param layer the layer index, >= 0
 /// \param prefix_pattern tensor-name prefix, with "{i}" standing for the layer index
 /// \throws std::invalid_argument naming the full tensor key and the problem: a missing
@@ -89,12 +94,23 @@ inline std::string mamba_layer_prefix(const std::string& pattern, int layer) {
 ///   (the dense d_inner x d_inner S_Delta above all) need more than memory_limit() (with
 ///   d_inner, N, dt_rank and the bytes; checked before anything is allocated), or a
 ///   non-finite or non-negative assembled entry (with the tensor it came from).
-inline MambaLayer load_mamba_layer(const SafetensorsFile& file, int layer,
-                                   const std::string& prefix_pattern = mamba_default_prefix) {
+template <typename Tensors, std::enable_if_t<!std::is_convertible<Tensors, std::string>::value, int> = 0>
+MambaLayer load_mamba_layer(const Tensors& file, int layer, const std::string& prefix_pattern = mamba_default_prefix) {
     if (layer < 0) throw std::invalid_argument("load_mamba_layer: layer = " + std::to_string(layer) + " must be >= 0");
-    const std::string prefix = detail::mamba_layer_prefix(prefix_pattern, layer);
-    const std::string where = "safetensors file '" + file.path() + "', Mamba layer " + std::to_string(layer) + ": ";
+    // A prefix pattern without its trailing dot ("backbone.layers.{i}.mixer") is meant with one.
+    std::string pattern = prefix_pattern;
+    if (!pattern.empty() && pattern.back() != '.') pattern += '.';
+    const std::string prefix = detail::mamba_layer_prefix(pattern, layer);
+    const std::string where = "checkpoint '" + file.path() + "', Mamba layer " + std::to_string(layer) + ": ";
     auto fail = [&](const std::string& what) { throw std::invalid_argument(where + what); };
+    if (!file.contains(prefix + "x_proj.weight") && pattern.find("{i}") != std::string::npos) {
+        // Past the last layer? Count the layers the pattern finds (0, 1, … while present).
+        int count = 0;
+        while (file.contains(detail::mamba_layer_prefix(pattern, count) + "x_proj.weight")) ++count;
+        if (count > 0 && layer >= count)
+            fail("the checkpoint has " + std::to_string(count) + (count == 1 ? " layer" : " layers") + " under " +
+                 pattern + " (0 to " + std::to_string(count - 1) + ")");
+    }
 
     const std::string x_key = prefix + "x_proj.weight";
     const std::string dt_weight_key = prefix + "dt_proj.weight";
@@ -174,6 +190,8 @@ inline MambaLayer load_mamba_layer(const SafetensorsFile& file, int layer,
         out.params.S_C = x_proj.middleRows(r + N, N);
         out.params.S_Delta.resize(out.d_inner, out.d_inner);
         out.params.S_Delta.noalias() = dt_weight * x_proj.topRows(r);  // no temporary of d_inner^2
+        out.dt_weight = dt_weight;
+        out.dt_input = x_proj.topRows(r);
     }
     out.params.delta_bias = file.vector(dt_bias_key);
     // Scalar std::exp, not Eigen's vectorised exp: that one clamps its argument, so
@@ -202,12 +220,13 @@ inline MambaLayer load_mamba_layer(const SafetensorsFile& file, int layer,
     return out;
 }
 
-/// Opens the checkpoint at `path` and builds layer `layer` (see the overload above). Reads
-/// the header and that layer's tensors only; to load several layers, open one
-/// SafetensorsFile and reuse it (the header is parsed once).
+/// Opens the checkpoint at `path` (a file, a shard index or a folder: see Checkpoint) and
+/// builds layer `layer` (see the overload above). Reads the header and that layer's
+/// tensors only; to load several layers, open one Checkpoint and reuse it (the header is
+/// parsed once).
 inline MambaLayer load_mamba_layer(const std::string& path, int layer,
                                    const std::string& prefix_pattern = mamba_default_prefix) {
-    return load_mamba_layer(SafetensorsFile(path), layer, prefix_pattern);
+    return load_mamba_layer(Checkpoint(path), layer, prefix_pattern);
 }
 
 }  // namespace ssmdyn
