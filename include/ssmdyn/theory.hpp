@@ -6,6 +6,7 @@
 #include "theory/blowup_time.hpp"
 #include "theory/classify.hpp"
 #include "theory/influence.hpp"
+#include "theory/layer_report.hpp"
 #include "theory/phase_diagram.hpp"
 #include "theory/rates.hpp"
 #include "theory/regime.hpp"
