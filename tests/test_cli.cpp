@@ -661,7 +661,7 @@ TEST_CASE("cli: influence: invalid input exits 2 with one line naming the flag o
         CHECK(r.err.rfind("ssmdyn: " + c.message_start, 0) == 0);
     }
     const Run unknown = run(dir, "frobnicate");
-    CHECK(unknown.err.find("sweep or influence") != std::string::npos);
+    CHECK(unknown.err.find("sweep, influence, inspect, trace or make-checkpoint") != std::string::npos);
     const Run help = run(dir, "--help");
     CHECK(help.out.find("influence CONFIG --t-end T") != std::string::npos);
 }
@@ -913,8 +913,8 @@ TEST_CASE("cli probe: hostile checkpoint files: header length beyond the file, F
     write_mamba_layer(dir / "small.safetensors", 8);
     check_refused(inspect(dir, "small.safetensors 99999999999"), 2,
                   "inspect_checkpoint: LAYER: expected a whole number from 0 to 2147483647, got '99999999999'");
-    check_refused(inspect(dir, "small.safetensors 1"), 2, "inspect_checkpoint: safetensors file 'small.safetensors', "
-                                                          "Mamba layer 1: missing tensor");
+    check_refused(inspect(dir, "small.safetensors 1"), 2, "inspect_checkpoint: checkpoint 'small.safetensors', "
+                                                          "Mamba layer 1: the checkpoint has 1 layer under");
 }
 #endif
 
@@ -956,4 +956,151 @@ TEST_CASE("cli probe: a million steps with --out run in a 256 MB address space, 
         CHECK(rows == 1000001);
         CHECK(last.rfind("0.95367431640625,", 0) == 0);
     }
+}
+
+// ---------------------------------------------------------------- whole checkpoints (issue 13)
+
+#include <ssmdyn/io/mamba_model.hpp>
+#include <ssmdyn/theory/classify.hpp>
+#include <ssmdyn/theory/layer_report.hpp>
+
+namespace {
+
+/// make-checkpoint into dir/ckpt: 3 layers, d_model 32 (d_inner 64, N 16, dt_rank 2), vocabulary 64.
+void make_checkpoint(const ScratchDir& dir, const std::string& extra = "") {
+    const Json made = single_json_object(run(dir, "make-checkpoint ckpt --seed 5 --dtype f64 " + extra));
+    CHECK(made["n_layers"] == 3);
+    REQUIRE(fs::exists(dir / "ckpt" / "model.safetensors"));
+    REQUIRE(fs::exists(dir / "ckpt" / "config.json"));
+}
+
+}  // namespace
+
+TEST_CASE("cli: make-checkpoint, then inspect: the per-layer report of every layer") {
+    ScratchDir dir;
+    make_checkpoint(dir);
+    const ssmdyn::MambaModel<double> model = ssmdyn::load_mamba_model((dir / "ckpt").string());
+    const Json j = single_json_object(run(dir, "inspect ckpt --json"));
+    CHECK(j["naming"] == "mamba_ssm");
+    CHECK(j["n_layers"] == 3);
+    CHECK(j["d_model"] == 32);
+    CHECK(j["d_inner"] == 64);
+    CHECK(j["d_state"] == 16);
+    CHECK(j["d_conv"] == 4);
+    CHECK(j["dt_rank"] == 2);
+    CHECK(j["vocab_size"] == 64);
+    REQUIRE(j["layers"].size() == 3);
+    for (std::size_t k = 0; k < 3; ++k) {
+        const ssmdyn::LayerReport r = ssmdyn::mamba_layer_report(model.layers[k].mixer, Eigen::Index(k));
+        const Json& l = j["layers"][k];
+        CHECK(l["layer"] == k);
+        CHECK(l["mu_sym_max"].get<double>() == Approx(r.mu_sym_max).epsilon(1e-12));
+        CHECK(l["mu_sym_min"].get<double>() == Approx(r.mu_sym_min).epsilon(1e-12));
+        CHECK(l["mu_sym_positive"] == r.mu_sym_positive);
+        CHECK(l["mu_sym_negative"] == r.mu_sym_negative);
+        CHECK(l["scenario"] == "indefinite");
+        CHECK(l["s_delta_rank"] == 2);
+        CHECK(l["A_min"].get<double>() == Approx(-16.0).epsilon(1e-15));  // −exp(log 16)
+        CHECK(l["A_max"].get<double>() == Approx(-1.0).epsilon(1e-15));
+        CHECK_FALSE(l.contains("norm_growth"));
+    }
+    // With a prompt: Δ's range and the growth of every block.
+    const Json p = single_json_object(run(dir, "inspect ckpt --json --ids 1,2,3,4"));
+    for (const Json& l : p["layers"]) {
+        CHECK(l["delta_min"].get<double>() > 0);
+        CHECK(l["delta_max"].get<double>() >= l["delta_min"].get<double>());
+        CHECK(l["norm_growth"].get<double>() > 0);
+    }
+    // The table for people.
+    const Run table = run(dir, "inspect ckpt");
+    REQUIRE(table.exit_code == 0);
+    CHECK(table.out.find("3 layers, d_model 32, d_inner 64, d_state 16") != std::string::npos);
+    CHECK(table.out.find("sym(mu) max") != std::string::npos);
+    CHECK(lines(table.out).size() >= 7);
+}
+
+TEST_CASE("cli: trace: every token's norm after every layer, as mamba_forward computes them") {
+    ScratchDir dir;
+    make_checkpoint(dir, "--naming transformers");
+    const ssmdyn::MambaModel<double> model = ssmdyn::load_mamba_model((dir / "ckpt").string());
+    ssmdyn::MambaTrace<double> trace;
+    const Eigen::MatrixXd logits = ssmdyn::mamba_forward(model, {7, 0, 63}, &trace);
+    const Json j = single_json_object(run(dir, "trace ckpt --ids 7,0,63 --full --out trace.csv"));
+    CHECK(j["n_layers"] == 3);
+    REQUIRE(j["norms"].size() == 4);
+    for (std::size_t k = 0; k < 4; ++k)
+        for (std::size_t l = 0; l < 3; ++l)
+            CHECK(j["norms"][k][l].get<double>() ==
+                  Approx(trace.hidden[k].col(Eigen::Index(l)).norm()).epsilon(1e-13));
+    REQUIRE(j["hidden"].size() == 4);
+    CHECK(j["hidden"][3][2].size() == 32);
+    CHECK(j["hidden"][3][2][5].get<double>() == Approx(trace.hidden[3](5, 2)).epsilon(1e-13));
+    REQUIRE(j["logits"].size() == 3);
+    CHECK(j["logits"][1].size() == 64);
+    CHECK(j["logits"][1][17].get<double>() == Approx(logits(17, 1)).epsilon(1e-12));
+    const std::vector<std::string> csv = lines(read_file(dir / "trace.csv"));
+    REQUIRE(csv.size() == 1 + 4 * 3);
+    CHECK(csv[0] == "layer,token,norm");
+    CHECK(csv[1].rfind("0,1,", 0) == 0);  // token by token, layer by layer
+    CHECK(csv.back().rfind("3,3,", 0) == 0);
+    // Given embeddings instead of ids; and float.
+    Json e;
+    e["embeddings"] = Json::array();
+    for (std::int64_t id : {7, 0, 63}) e["embeddings"].push_back(std::vector<double>(
+        model.embedding.row(id).data(), model.embedding.row(id).data() + 0));  // filled below
+    for (std::size_t l = 0; l < 3; ++l) {
+        const std::int64_t id = std::vector<std::int64_t>{7, 0, 63}[l];
+        for (Eigen::Index i = 0; i < 32; ++i) e["embeddings"][l].push_back(model.embedding(id, i));
+    }
+    write_file(dir / "emb.json", e.dump());
+    const Json f = single_json_object(run(dir, "trace ckpt --embeddings emb.json --precision f32"));
+    for (std::size_t k = 0; k < 4; ++k)
+        for (std::size_t l = 0; l < 3; ++l)
+            CHECK(f["norms"][k][l].get<double>() == Approx(j["norms"][k][l].get<double>()).epsilon(1e-5));
+}
+
+TEST_CASE("cli: --checkpoint --layer: classify and simulate a real layer's S6 on CONFIG's tokens") {
+    ScratchDir dir;
+    make_checkpoint(dir);
+    const ssmdyn::MambaLayer layer = ssmdyn::load_mamba_layer((dir / "ckpt").string(), 2);
+    std::mt19937 rng(3);
+    const Eigen::MatrixXd tokens = test::random_tokens(rng, 64, 4);
+    write_file(dir / "tokens.json", Json{{"tokens", matrix_json(tokens.transpose())}}.dump());
+    const Json c = single_json_object(run(dir, "classify tokens.json --checkpoint ckpt --layer 2"));
+    const auto expected = ssmdyn::classify(layer.params, Eigen::VectorXd(Eigen::Map<const Eigen::VectorXd>(tokens.data(), tokens.size())));
+    CHECK(c["scenario"] == ssmdyn::to_string(expected.scenario));
+    CHECK(c["regime"] == ssmdyn::to_string(expected.regime));
+    const Json s = single_json_object(run(dir, "simulate tokens.json --checkpoint ckpt --layer 2 --prefix "
+                                               "backbone.layers.{i}.mixer --t-end 0.5"));
+    CHECK(s["status"] == "completed");
+    check_tokens(s["tokens"], 4, 64);
+    const Json fw = single_json_object(run(dir, "forward tokens.json --checkpoint ckpt --layer 0 --depth 2"));
+    check_tokens(fw["tokens"], 4, 64);
+}
+
+TEST_CASE("cli probe: checkpoint commands refuse bad input with one line naming it") {
+    ScratchDir dir;
+    make_checkpoint(dir);
+    write_file(dir / "tokens.json", R"({"tokens": [[1, 2]]})");
+    check_refused(run(dir, "trace ckpt"), 2, "ssmdyn: trace: give exactly one of --ids I1,I2,.. and --embeddings FILE");
+    check_refused(run(dir, "trace ckpt --ids 1,64"), 2, "ssmdyn: --ids: expected token ids from 0 to 63");
+    check_refused(run(dir, "trace ckpt --ids 1 --precision f16"), 2, "ssmdyn: --precision: expected f64 or f32");
+    check_refused(run(dir, "inspect nothing-here"), 2, "ssmdyn: ");
+    check_refused(run(dir, "inspect"), 2, "ssmdyn: inspect: missing the CKPT");
+    check_refused(run(dir, "classify tokens.json --checkpoint ckpt --layer 3"), 2,
+                  "ssmdyn: checkpoint 'ckpt/model.safetensors', Mamba layer 3: the checkpoint has 3 layers under "
+                  "backbone.layers.{i}.mixer. (0 to 2)");
+    check_refused(run(dir, "classify tokens.json --checkpoint ckpt"), 2, "ssmdyn: --layer: required with --checkpoint");
+    check_refused(run(dir, "classify tokens.json --layer 1"), 2, "ssmdyn: --layer: only with --checkpoint");
+    check_refused(run(dir, "classify tokens.json --checkpoint ckpt --layer 0"), 2,
+                  "ssmdyn: tokens: token 1 has 2 entries, expected D = 64");
+    write_file(dir / "model.json", probe_config);
+    check_refused(run(dir, "classify model.json --checkpoint ckpt --layer 0"), 2,
+                  "ssmdyn: model: not allowed with --checkpoint");
+    check_refused(run(dir, "classify tokens.json --checkpoint ckpt --layer 0 --prefix model.layers.{i}."), 2,
+                  "ssmdyn: checkpoint 'ckpt/model.safetensors', Mamba layer 0: missing tensor model.layers.0.x_proj.weight");
+    // A config.json that disagrees with the tensors.
+    write_file(dir / "ckpt" / "config.json", R"({"d_model": 48})");
+    check_refused(run(dir, "inspect ckpt"), 2, "ssmdyn: config 'ckpt/config.json': \"d_model\" is 48 but the checkpoint's "
+                                               "tensors say 32");
 }

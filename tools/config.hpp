@@ -400,6 +400,19 @@ inline Config parse_config(const nlohmann::json& root) {
     return config;
 }
 
+/// Reads a configuration that holds only "tokens" (the model comes from a checkpoint:
+/// --checkpoint), each of `dim` numbers; throws std::invalid_argument naming the field.
+inline StateVector<double> load_tokens(const std::string& path, Eigen::Index dim) {
+    using namespace detail;
+    const std::string field = "config file '" + path + "'";
+    const Json root = parse_strict(read_regular_file(path, field), field);
+    if (!root.is_object()) fail("config", "expected an object with \"tokens\", " + got(root));
+    if (root.contains("model"))
+        fail("model", "not allowed with --checkpoint (the model is the checkpoint's layer); give only \"tokens\"");
+    expect_only(root, "", {"tokens"}, "tokens (the model is the checkpoint's layer)");
+    return detail::tokens(member(root, "", "tokens"), dim);
+}
+
 /// Reads and parses the configuration file at `path` (a regular file, strict JSON: see
 /// the file comment); throws std::invalid_argument naming the file, field, key or offset.
 inline Config load_config(const std::string& path) {

@@ -1,5 +1,6 @@
 // The `ssmdyn` command-line program: `demo` (the default), `simulate`, `classify`,
-// `forward`, `sweep` and `influence`.
+// `forward`, `sweep`, `influence`, and for checkpoints `inspect`, `trace` and
+// `make-checkpoint` (tools/checkpoint_commands.hpp).
 //
 // Exit codes: 0 on success (a blow-up, a spent step or time budget are results, not
 // errors), 2 on invalid input (including input whose memory need is above the limit of
@@ -36,6 +37,7 @@
 #include <ssmdyn/theory/rates.hpp>
 
 #include "arguments.hpp"
+#include "checkpoint_commands.hpp"
 #include "config.hpp"
 #include "demo.hpp"
 #include "integration_options.hpp"
@@ -114,6 +116,34 @@ constexpr const char* usage = R"(usage:
                        pair (l, j), all L*L of them in order l = 1..L, j = 1..L: l and j
                        are 1-BASED here (x_1 .. x_L, as in the paper)
 
+  ssmdyn inspect CKPT [--json] [--ids I1,I2,..]
+      The per-layer report of a Mamba checkpoint (CKPT: a .safetensors file, a
+      model.safetensors.index.json of shards, or a folder with either; mamba_ssm or
+      transformers naming; sizes checked against a config.json beside it): for every
+      layer (0-based, as in the tensor names) the extreme eigenvalues of sym(mu) and how
+      many are positive and negative, the scenario, the rank of S_Delta, the ranges of A
+      and of the dt bias; with --ids, also the range of Delta and the mean token-norm
+      growth of each block on that prompt. A table, or with --json {"naming", "n_layers",
+      "d_model", "d_inner", "d_state", "d_conv", "dt_rank", "vocab_size", "layers": [..]}.
+
+  ssmdyn trace CKPT (--ids I1,I2,.. | --embeddings FILE) [--full] [--out FILE.csv]
+                    [--precision f64|f32]
+      Runs the whole model and prints {"n_layers", "d_model", "norms": [[|h| of each
+      token] for the embeddings and after each block]} (h: the residual stream as
+      mamba_ssm keeps it); --full adds "hidden" (every token's d_model values per layer)
+      and "logits". FILE for --embeddings: {"embeddings": [[d_model numbers], ..]}.
+      --out writes layer,token,norm rows (token 1-based) and, with gnuplot, a PNG beside.
+
+  ssmdyn make-checkpoint DIR [--layers K] [--d-model D] [--vocab V] [--seed S]
+                             [--naming mamba_ssm|transformers] [--dtype f32|f64|bf16]
+      Writes DIR/model.safetensors and DIR/config.json: a Mamba model initialised as
+      mamba_ssm does (K = 3 layers, d_model 32, d_inner 2D, d_state 16, d_conv 4,
+      vocabulary 64 by default), to try inspect and trace on.
+
+  classify, simulate, forward and influence also take --checkpoint CKPT --layer K
+  [--prefix P] (P default backbone.layers.{i}.mixer., {i} the layer): the model is then
+  the S6 of that layer (D = d_inner) and CONFIG holds only {"tokens": [..]}.
+
   CONFIG (JSON), full form, with N rows of D in S_B and S_C, D rows of D in S_Delta,
   D rows of N in A (every entry < 0), delta_bias optional:
       {"model": {"S_B": [[..]], "S_C": [[..]], "S_Delta": [[..]], "A": [[..]],
@@ -136,7 +166,7 @@ constexpr const char* usage = R"(usage:
 )";
 
 int run_forward(const std::vector<std::string>& argv) {
-    const Arguments args = parse_arguments(argv, {"--depth", "--step"}, "forward");
+    const Arguments args = parse_arguments(argv, {"--depth", "--step", SSMDYN_CHECKPOINT_FLAGS}, "forward");
     if (args.positional.size() != 1)
         throw std::invalid_argument("forward: expected exactly one CONFIG file");
     if (!args.has("--depth")) throw std::invalid_argument("--depth: required (the number of layers)");
@@ -144,7 +174,7 @@ int run_forward(const std::vector<std::string>& argv) {
     options.depth = static_cast<Eigen::Index>(args.whole("--depth", 0, 1000000000, "the number of layers"));
     options.step = args.number("--step").value_or(1.0);
     if (!(options.step > 0)) throw std::invalid_argument("--step: must be > 0, got " + *args.text("--step"));
-    const Config config = load_config(args.positional.front());
+    const Config config = load_problem(args, args.positional.front());
     const DeepModelResult<double> r = deep_forward(config.params, config.tokens, options);
     nlohmann::ordered_json out;
     out["tokens"] = json_rows(r.tokens.transpose());
@@ -278,10 +308,10 @@ int run_sweep(const std::vector<std::string>& argv) {
 }
 
 int run_classify(const std::vector<std::string>& argv) {
-    const Arguments args = parse_arguments(argv, {}, "classify");
+    const Arguments args = parse_arguments(argv, {SSMDYN_CHECKPOINT_FLAGS}, "classify");
     if (args.positional.size() != 1)
         throw std::invalid_argument("classify: expected exactly one CONFIG file");
-    const Config config = load_config(args.positional.front());
+    const Config config = load_problem(args, args.positional.front());
     std::cout << to_json(classify(config.params, config.tokens)).dump() << '\n';
     return 0;
 }
@@ -308,11 +338,11 @@ void check_integration_memory(const char* command, std::size_t width, const std:
 
 int run_simulate(const std::vector<std::string>& argv) {
     const Arguments args =
-        parse_arguments(argv, {SSMDYN_INTEGRATION_FLAGS}, "simulate", {SSMDYN_INTEGRATION_SWITCHES});
+        parse_arguments(argv, {SSMDYN_INTEGRATION_FLAGS, SSMDYN_CHECKPOINT_FLAGS}, "simulate", {SSMDYN_INTEGRATION_SWITCHES});
     const std::string& config_path = only_config(args, "simulate");
     const double t_end = required_t_end(args);
     SimulateOptions<double> options = simulate_options(args);
-    const Config config = load_config(config_path);
+    const Config config = load_problem(args, config_path);
     const auto width = static_cast<std::size_t>(config.tokens.size());
     check_integration_memory("simulate", width, "the L x D = " + std::to_string(width) + " token state");
 
@@ -348,12 +378,12 @@ int run_simulate(const std::vector<std::string>& argv) {
 
 int run_influence(const std::vector<std::string>& argv) {
     const Arguments args =
-        parse_arguments(argv, {SSMDYN_INTEGRATION_FLAGS}, "influence", {SSMDYN_INTEGRATION_SWITCHES});
+        parse_arguments(argv, {SSMDYN_INTEGRATION_FLAGS, SSMDYN_CHECKPOINT_FLAGS}, "influence", {SSMDYN_INTEGRATION_SWITCHES});
     const std::string& config_path = only_config(args, "influence");
     const double t_end = required_t_end(args);
     SimulateOptions<double> options = simulate_options(args);
     options.record = Record::None;  // only the final state and sensitivities are needed
-    const Config config = load_config(config_path);
+    const Config config = load_problem(args, config_path);
     // The state with its sensitivities: n (1 + n) numbers for n = L * D.
     const auto n = static_cast<std::size_t>(config.tokens.size());
     check_integration_memory("influence", checked_bytes(n, checked_sum(n, std::size_t(1)), 1),
@@ -393,8 +423,12 @@ int run(const std::vector<std::string>& args) {
     if (command == "forward") return run_forward(rest);
     if (command == "sweep") return run_sweep(rest);
     if (command == "influence") return run_influence(rest);
+    if (command == "inspect") return run_inspect(rest);
+    if (command == "trace") return run_trace(rest);
+    if (command == "make-checkpoint") return run_make_checkpoint(rest);
     throw std::invalid_argument("unknown command '" + command +
-                                "'; expected demo, simulate, classify, forward, sweep or influence (see ssmdyn --help)");
+                                "'; expected demo, simulate, classify, forward, sweep, influence, inspect, trace or "
+                                "make-checkpoint (see ssmdyn --help)");
 }
 
 /// Prints "ssmdyn: <message>" as one line on stderr and returns `code`.
