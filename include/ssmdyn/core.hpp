@@ -5,11 +5,13 @@
 
 #include "core/causal_jacobian.hpp"
 #include "core/deep_model.hpp"
+#include "core/mamba_block.hpp"
 #include "core/memory_limit.hpp"
 #include "core/parallel_for.hpp"
 #include "core/params.hpp"
 #include "core/scan_derivatives.hpp"
 #include "core/selective_scan.hpp"
+#include "core/stack_system.hpp"
 #include "core/state.hpp"
 #include "core/step_size.hpp"
 #include "core/system.hpp"
