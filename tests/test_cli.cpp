@@ -1104,3 +1104,33 @@ TEST_CASE("cli probe: checkpoint commands refuse bad input with one line naming 
     check_refused(run(dir, "inspect ckpt"), 2, "ssmdyn: config 'ckpt/config.json': \"d_model\" is 48 but the checkpoint's "
                                                "tensors say 32");
 }
+
+TEST_CASE("cli: forward --checkpoint with --zero-order-hold, --skip and --gate is deep_forward with those options") {
+    ScratchDir dir;
+    make_checkpoint(dir);
+    const ssmdyn::MambaLayer layer = ssmdyn::load_mamba_layer((dir / "ckpt").string(), 1);
+    std::mt19937 rng(8);
+    const Eigen::MatrixXd tokens = test::random_tokens(rng, 64, 3), gate = test::random_tokens(rng, 64, 3);
+    write_file(dir / "tokens.json", Json{{"tokens", matrix_json(tokens.transpose())}}.dump());
+    write_file(dir / "gate.json", Json{{"gate", matrix_json(gate.transpose())}}.dump());
+    ssmdyn::DeepModelOptions<double> o;
+    o.depth = 3;
+    o.layer.discretization = ssmdyn::Discretization::ZeroOrderHold;
+    o.layer.D_skip = layer.D_skip;
+    o.layer.gate = gate;
+    const Eigen::MatrixXd expected = ssmdyn::deep_forward(layer.params, tokens, o).tokens;
+    const Json j = single_json_object(run(dir, "forward tokens.json --checkpoint ckpt --layer 1 --depth 3 "
+                                               "--zero-order-hold --skip --gate gate.json"));
+    const Eigen::VectorXd got = flat_tokens(j["tokens"]);
+    CHECK((got - Eigen::Map<const Eigen::VectorXd>(expected.data(), expected.size())).cwiseAbs().maxCoeff() <
+          1e-12 * expected.cwiseAbs().maxCoeff());
+    // Without the options the result differs (so the flags were used).
+    const Json plain = single_json_object(run(dir, "forward tokens.json --checkpoint ckpt --layer 1 --depth 3"));
+    CHECK((flat_tokens(plain["tokens"]) - got).cwiseAbs().maxCoeff() > 1e-6);
+    check_refused(run(dir, "forward tokens.json --depth 1 --skip"), 2, "ssmdyn: ");
+    write_file(dir / "model.json", probe_config);
+    check_refused(run(dir, "forward model.json --depth 1 --skip"), 2, "ssmdyn: --skip: only with --checkpoint");
+    write_file(dir / "gate2.json", Json{{"gate", matrix_json(gate.leftCols(2).transpose())}}.dump());
+    check_refused(run(dir, "forward tokens.json --checkpoint ckpt --layer 1 --depth 1 --gate gate2.json"), 2,
+                  "ssmdyn: gate file 'gate2.json': 2 tokens, CONFIG has 3");
+}

@@ -45,9 +45,36 @@ inline Config load_problem(const Arguments& args, const std::string& config_path
         args.whole("--layer", 0, static_cast<std::uint64_t>(std::numeric_limits<int>::max()), "the layer index"));
     const std::string prefix = args.text("--prefix").value_or(mamba_default_prefix);
     Config config;
-    config.params = load_mamba_layer(*args.text("--checkpoint"), layer, prefix).params;
+    MambaLayer mamba = load_mamba_layer(*args.text("--checkpoint"), layer, prefix);
+    config.params = std::move(mamba.params);
+    config.D_skip = std::move(mamba.D_skip);
     config.tokens = load_tokens(config_path, config.params.dim());
     return config;
+}
+
+/// forward's layer options: --zero-order-hold, --skip (the checkpoint layer's D) and
+/// --gate FILE ({"gate": [[D numbers] per token]}, the same gate at every layer).
+inline LayerOptions<double> forward_layer_options(const Arguments& args, const Config& config) {
+    LayerOptions<double> o;
+    if (args.has("--zero-order-hold")) o.discretization = Discretization::ZeroOrderHold;
+    if (args.has("--skip")) {
+        if (config.D_skip.size() == 0)
+            throw std::invalid_argument("--skip: only with --checkpoint (the skip weights are the layer's D)");
+        o.D_skip = config.D_skip;
+    }
+    if (const auto path = args.text("--gate")) {
+        const Eigen::Index D = config.params.dim(), L = config.tokens.size() / D;
+        const std::string field = "gate file '" + *path + "'";
+        const nlohmann::json root = detail::parse_strict(detail::read_regular_file(*path, field), field);
+        if (!root.is_object() || root.size() != 1 || !root.contains("gate"))
+            throw std::invalid_argument(field + ": expected {\"gate\": [[D numbers] per token]}");
+        const StateVector<double> flat = detail::tokens(root["gate"], D);
+        if (flat.size() != D * L)
+            throw std::invalid_argument(field + ": " + std::to_string(flat.size() / D) + " tokens, CONFIG has " +
+                                        std::to_string(L));
+        o.gate = Eigen::Map<const MatrixX<double>>(flat.data(), D, L);
+    }
+    return o;
 }
 
 /// "I1,I2,.." as token ids in [0, max].

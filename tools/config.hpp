@@ -58,6 +58,8 @@ struct Config {
     S6Params<double> params;
     /// The D×L token matrix column by column: token l is entries l·D … l·D+D−1.
     StateVector<double> tokens;
+    /// With --checkpoint, the layer's skip weights (Mamba's D); else empty.
+    VectorX<double> D_skip;
 };
 
 namespace detail {

@@ -55,10 +55,13 @@ constexpr const char* usage = R"(usage:
       The paper's three 1-D regimes: prints a table, writes one CSV (and, with gnuplot,
       one PNG) per scenario into DIR (default: ssmdyn-demo).
 
-  ssmdyn forward CONFIG --depth K [--step H]
+  ssmdyn forward CONFIG --depth K [--step H] [--zero-order-hold] [--skip] [--gate FILE]
       Runs the deep residual model X <- X + H S6(X) for K weight-tied layers (H default 1)
       and prints {"tokens", "layers_completed", "finite"}; finite is false (and tokens
-      are the last finite layer's) when a layer overflowed.
+      are the last finite layer's) when a layer overflowed. The layer options of a real
+      Mamba layer: --zero-order-hold (B discretised exactly), --skip (adds D * x with the
+      checkpoint layer's D; needs --checkpoint), --gate FILE ({"gate": [[D numbers] per
+      token]}: the output times SiLU(gate), at every layer).
 
   ssmdyn sweep --mu MIN:MAX:N --s MIN:MAX:N --tokens x1,x2,.. [--a A] [--bias B]
                --t-end T [--threads P] [--out FILE.csv]
@@ -166,7 +169,8 @@ constexpr const char* usage = R"(usage:
 )";
 
 int run_forward(const std::vector<std::string>& argv) {
-    const Arguments args = parse_arguments(argv, {"--depth", "--step", SSMDYN_CHECKPOINT_FLAGS}, "forward");
+    const Arguments args = parse_arguments(argv, {"--depth", "--step", "--gate", SSMDYN_CHECKPOINT_FLAGS}, "forward",
+                                           {"--zero-order-hold", "--skip"});
     if (args.positional.size() != 1)
         throw std::invalid_argument("forward: expected exactly one CONFIG file");
     if (!args.has("--depth")) throw std::invalid_argument("--depth: required (the number of layers)");
@@ -175,6 +179,7 @@ int run_forward(const std::vector<std::string>& argv) {
     options.step = args.number("--step").value_or(1.0);
     if (!(options.step > 0)) throw std::invalid_argument("--step: must be > 0, got " + *args.text("--step"));
     const Config config = load_problem(args, args.positional.front());
+    options.layer = forward_layer_options(args, config);
     const DeepModelResult<double> r = deep_forward(config.params, config.tokens, options);
     nlohmann::ordered_json out;
     out["tokens"] = json_rows(r.tokens.transpose());
