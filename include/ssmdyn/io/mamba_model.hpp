@@ -84,9 +84,7 @@ inline std::optional<nlohmann::json> config_value(const nlohmann::json& config, 
 }
 
 /// Checks the sizes read from the shapes against a config.json (either naming's keys).
-inline void check_against_config(const Checkpoint& ckpt, const MambaCheckpointInfo& info) {
-    if (ckpt.config_path().empty()) return;
-    const nlohmann::json config = read_json_file(ckpt.config_path(), "config");
+inline void check_against_config(const Checkpoint& ckpt, const nlohmann::json& config, const MambaCheckpointInfo& info) {
     if (!config.is_object()) throw std::invalid_argument("config '" + ckpt.config_path() + "' is not a JSON object");
     const MambaConfig& c = info.config;
     auto mismatch = [&](const std::string& key, const std::string& config_value, const std::string& tensors) {
@@ -262,9 +260,9 @@ inline MambaCheckpointInfo inspect_mamba_checkpoint(const Checkpoint& ckpt) {
     if (!c.rms_norm) expect("backbone.norm_f.bias", {d});
     if (info.lm_head) expect("lm_head.weight", {c.vocab_size, d});
 
-    detail::check_against_config(ckpt, info);
     if (!ckpt.config_path().empty()) {
         const nlohmann::json config = detail::read_json_file(ckpt.config_path(), "config");
+        detail::check_against_config(ckpt, config, info);
         for (const char* key : {"norm_epsilon", "layer_norm_epsilon"})
             if (config.contains(key) && config[key].is_number()) c.norm_epsilon = config[key].get<double>();
         if (config.contains("residual_in_fp32") && config["residual_in_fp32"].is_boolean())
