@@ -75,6 +75,15 @@ struct Arguments {
 
     bool has(const std::string& flag) const { return values.count(flag) != 0; }
 
+    /// The one positional argument of `command` (`what` names it in the message when it
+    /// is missing); throws std::invalid_argument, also when another one follows.
+    const std::string& single_positional(const std::string& command, const std::string& what) const {
+        if (positional.empty()) throw std::invalid_argument(command + ": missing the " + what);
+        if (positional.size() > 1)
+            throw std::invalid_argument(command + ": unexpected argument '" + positional[1] + "'");
+        return positional.front();
+    }
+
     std::optional<std::string> text(const std::string& flag) const {
         const auto it = values.find(flag);
         return it == values.end() ? std::nullopt : std::optional<std::string>(it->second);

@@ -94,14 +94,6 @@ inline std::vector<std::int64_t> parse_ids(const std::string& text, std::int64_t
     }
 }
 
-/// The one CKPT argument of a checkpoint command.
-inline const std::string& only_checkpoint(const Arguments& args, const char* command) {
-    if (args.positional.empty()) throw std::invalid_argument(std::string(command) + ": missing the CKPT (checkpoint file, index or folder)");
-    if (args.positional.size() > 1)
-        throw std::invalid_argument(std::string(command) + ": unexpected argument '" + args.positional[1] + "'");
-    return args.positional.front();
-}
-
 inline nlohmann::ordered_json to_json(const LayerReport& r) {
     nlohmann::ordered_json j;
     j["layer"] = r.layer;
@@ -132,7 +124,7 @@ inline std::string short_number(double v) {
 /// ssmdyn inspect CKPT [--json] [--ids I1,..]
 inline int run_inspect(const std::vector<std::string>& argv) {
     const Arguments args = parse_arguments(argv, {"--ids"}, "inspect", {"--json"});
-    const Checkpoint ckpt(only_checkpoint(args, "inspect"));
+    const Checkpoint ckpt(args.single_positional("inspect", "CKPT (checkpoint file, index or folder)"));
     const MambaCheckpointInfo info = inspect_mamba_checkpoint(ckpt);
     const MambaConfig& c = info.config;
     std::vector<LayerReport> reports;
@@ -205,7 +197,7 @@ inline MatrixX<double> load_embeddings(const std::string& path, Eigen::Index d_m
 /// ssmdyn trace CKPT (--ids I1,.. | --embeddings FILE) [--full] [--out FILE.csv] [--precision f64|f32]
 inline int run_trace(const std::vector<std::string>& argv) {
     const Arguments args = parse_arguments(argv, {"--ids", "--embeddings", "--out", "--precision"}, "trace", {"--full"});
-    const Checkpoint ckpt(only_checkpoint(args, "trace"));
+    const Checkpoint ckpt(args.single_positional("trace", "CKPT (checkpoint file, index or folder)"));
     if (args.has("--ids") == args.has("--embeddings"))
         throw std::invalid_argument("trace: give exactly one of --ids I1,I2,.. and --embeddings FILE");
     const std::string precision = args.text("--precision").value_or("f64");
@@ -221,10 +213,10 @@ inline int run_trace(const std::vector<std::string>& argv) {
     }
     const MatrixX<double> embeddings = [&] {
         if (const auto path = args.text("--embeddings")) return load_embeddings(*path, info.config.d_model);
-        const MambaModel<double> model = load_mamba_model(ckpt);  // only the embedding is needed here
+        const MatrixX<double> table = ckpt.matrix(mamba_embedding_name(info.naming));  // the model is read below
         const std::vector<std::int64_t> ids = parse_ids(*args.text("--ids"), info.config.vocab_size - 1);
         MatrixX<double> e(info.config.d_model, static_cast<Eigen::Index>(ids.size()));
-        for (std::size_t l = 0; l < ids.size(); ++l) e.col(static_cast<Eigen::Index>(l)) = model.embedding.row(ids[l]).transpose();
+        for (std::size_t l = 0; l < ids.size(); ++l) e.col(static_cast<Eigen::Index>(l)) = table.row(ids[l]).transpose();
         return e;
     }();
     MambaTrace<double> trace;

@@ -322,13 +322,6 @@ int run_classify(const std::vector<std::string>& argv) {
 }
 
 
-/// The one CONFIG path of a command that integrates; throws naming the command.
-const std::string& only_config(const Arguments& args, const char* command) {
-    if (args.positional.empty()) throw std::invalid_argument(std::string(command) + ": missing the CONFIG file");
-    if (args.positional.size() > 1)
-        throw std::invalid_argument(std::string(command) + ": unexpected argument '" + args.positional[1] + "'");
-    return args.positional.front();
-}
 
 
 /// Refuses a run whose states (the integrator's working copies of `width` numbers, and
@@ -344,7 +337,7 @@ void check_integration_memory(const char* command, std::size_t width, const std:
 int run_simulate(const std::vector<std::string>& argv) {
     const Arguments args =
         parse_arguments(argv, {SSMDYN_INTEGRATION_FLAGS, SSMDYN_CHECKPOINT_FLAGS}, "simulate", {SSMDYN_INTEGRATION_SWITCHES});
-    const std::string& config_path = only_config(args, "simulate");
+    const std::string& config_path = args.single_positional("simulate", "CONFIG file");
     const double t_end = required_t_end(args);
     SimulateOptions<double> options = simulate_options(args);
     const Config config = load_problem(args, config_path);
@@ -384,7 +377,7 @@ int run_simulate(const std::vector<std::string>& argv) {
 int run_influence(const std::vector<std::string>& argv) {
     const Arguments args =
         parse_arguments(argv, {SSMDYN_INTEGRATION_FLAGS, SSMDYN_CHECKPOINT_FLAGS}, "influence", {SSMDYN_INTEGRATION_SWITCHES});
-    const std::string& config_path = only_config(args, "influence");
+    const std::string& config_path = args.single_positional("influence", "CONFIG file");
     const double t_end = required_t_end(args);
     SimulateOptions<double> options = simulate_options(args);
     options.record = Record::None;  // only the final state and sensitivities are needed
