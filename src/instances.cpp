@@ -11,7 +11,7 @@
 namespace ssmdyn {
 template void selective_scan<double, Softplus, Eigen::Map<const MatrixX<double>>, Eigen::Map<MatrixX<double>>>(
     const S6Params<double>&, const Softplus&, const Eigen::MatrixBase<Eigen::Map<const MatrixX<double>>>&,
-    const Eigen::MatrixBase<Eigen::Map<MatrixX<double>>>&, const LayerOptions<double>&);
+    const Eigen::MatrixBase<Eigen::Map<MatrixX<double>>>&, const LayerOptions<double>&, int);
 
 namespace detail {
 template SimulateResult<double> simulate_state<SelectiveSystem<double, Softplus>, double>(

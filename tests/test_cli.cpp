@@ -302,6 +302,33 @@ TEST_CASE("cli: simulate: the full form gives what ssmdyn::simulate gives, with 
     }
 }
 
+TEST_CASE("cli: simulate: a low-rank S_Delta in the config gives what the library gives with its factors") {
+    const SmallProblem problem;
+    ssmdyn::S6Params<double> p = problem.params;
+    p.S_Delta_up = Eigen::MatrixXd::Constant(p.dim(), 1, 0.5);
+    p.S_Delta_down = Eigen::MatrixXd::Constant(1, p.dim(), -0.3);
+    p.S_Delta_down(0, 0) = 0.7;
+    p.S_Delta.resize(0, 0);
+    Json config = full_config(problem.params, problem.tokens);
+    config["model"].erase("S_Delta");
+    config["model"]["S_Delta_up"] = matrix_json(p.S_Delta_up);
+    config["model"]["S_Delta_down"] = matrix_json(p.S_Delta_down);
+    ScratchDir dir;
+    write_file(dir / "low_rank.json", config.dump());
+    ssmdyn::SimulateOptions<double> options;
+    options.record = ssmdyn::Record::None;
+    const auto expected = ssmdyn::simulate(ssmdyn::SelectiveSystem<double>(p), ssmdyn::to_state(problem.tokens), 2.0, options);
+    const Json j = simulate_result(run(dir, "simulate low_rank.json --t-end 2"), 3, 2);
+    CHECK(j["steps"].get<std::size_t>() == expected.steps);
+    CHECK(test::max_rel_err(flat_tokens(j["tokens"]), expected.x_final) < 1e-12);
+
+    config["model"]["S_Delta"] = matrix_json(problem.params.S_Delta);  // both forms: refused
+    write_file(dir / "both.json", config.dump());
+    const Run both = run(dir, "simulate both.json --t-end 2");
+    CHECK(both.exit_code == 2);
+    CHECK(both.err.find("give S_Delta or its factors S_Delta_up and S_Delta_down, not both") != std::string::npos);
+}
+
 TEST_CASE("cli: simulate --out: CSV header t,x1_1,..,xL_D, last row = printed tokens") {
     const SmallProblem problem;
     ScratchDir dir;

@@ -138,8 +138,6 @@ inline int run_inspect(const std::vector<std::string>& argv) {
             const MambaLayer layer = load_mamba_layer(ckpt, static_cast<int>(k));
             MambaMixer<double> mixer;
             mixer.s6 = layer.params;
-            mixer.dt_weight = layer.dt_weight;
-            mixer.dt_input = layer.dt_input;
             reports.push_back(mamba_layer_report(mixer, k));
         }
     }

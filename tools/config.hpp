@@ -9,6 +9,9 @@
 ///                   "delta_bias": [..], "A": [[..],..] },
 ///       "tokens": [[x_1 ..D values], .., [x_L]] }
 ///
+/// S_Δ may instead be given low rank, as its factors S_Δ = S_Delta_up · S_Delta_down
+/// (D rows of R and R rows of D): "S_Delta_up": [[..]], "S_Delta_down": [[..]].
+///
 /// One-dimensional shorthand (N = D = 1, S_C = [[1]], S_B = [[mu]], A = [[-a]]); with
 /// D = 1 the tokens may also be a flat list of L numbers:
 ///
@@ -135,15 +138,23 @@ inline MatrixX<double> matrix(const Json& j, const std::string& field) {
 }
 
 inline S6Params<double> full_model(const Json& model) {
-    expect_only(model, "model.", {"S_B", "S_C", "S_Delta", "A", "delta_bias"},
-                "S_B, S_C, S_Delta, A and optionally delta_bias");
+    expect_only(model, "model.", {"S_B", "S_C", "S_Delta", "S_Delta_up", "S_Delta_down", "A", "delta_bias"},
+                "S_B, S_C, S_Delta (or S_Delta_up and S_Delta_down), A and optionally delta_bias");
     const auto required = [&](const char* key) {
         return matrix(member(model, "model.", key), std::string("model.") + key);
     };
     S6Params<double> p;
     p.S_B = required("S_B");
     p.S_C = required("S_C");
-    p.S_Delta = required("S_Delta");
+    const bool low_rank = model.contains("S_Delta_up") || model.contains("S_Delta_down");
+    if (low_rank && model.contains("S_Delta"))
+        throw std::invalid_argument("model: give S_Delta or its factors S_Delta_up and S_Delta_down, not both");
+    if (low_rank) {
+        p.S_Delta_up = required("S_Delta_up");
+        p.S_Delta_down = required("S_Delta_down");
+    } else {
+        p.S_Delta = required("S_Delta");
+    }
     p.A = required("A");
     p.delta_bias = model.contains("delta_bias")
                        ? vector(model.at("delta_bias"), "model.delta_bias")

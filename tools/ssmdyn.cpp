@@ -152,6 +152,8 @@ constexpr const char* usage = R"(usage:
       {"model": {"S_B": [[..]], "S_C": [[..]], "S_Delta": [[..]], "A": [[..]],
                  "delta_bias": [..]},
        "tokens": [[x_1 (D values)], .., [x_L]]}
+  S_Delta may be given low rank instead, as "S_Delta_up" (D rows of R) and
+  "S_Delta_down" (R rows of D), S_Delta = S_Delta_up S_Delta_down (as in checkpoints);
   or the 1-D shorthand (tokens may be a flat list); unknown fields are errors:
       {"model": {"mu": m, "s_delta": s, "a": a, "delta_bias": b}, "tokens": [x_1, .., x_L]}
   CONFIG must be a regular file (not a FIFO or a device) of strict JSON: a key given

@@ -126,3 +126,45 @@ TEST_CASE("the one-dimensional system is named: mu, s, a, b") {
     CHECK(p.A(0, 0) == -3.0);
     CHECK(p.delta_bias(0) == 0.25);
 }
+
+TEST_CASE("a low-rank S_Delta is validated as its two factors, and step_matrix multiplies them out") {
+    std::mt19937 rng(5);
+    auto good = test::random_params(rng, 4, 2);
+    good.S_Delta_up = test::random_tokens(rng, 4, 2);
+    good.S_Delta_down = test::random_tokens(rng, 2, 4);
+    good.S_Delta.resize(0, 0);
+    CHECK_NOTHROW(good.validate());
+    CHECK(good.low_rank_step());
+    CHECK(good.step_rows() == 2);
+    CHECK(good.step_matrix().isApprox(good.S_Delta_up * good.S_Delta_down, 1e-15));
+    const Eigen::MatrixXd X = test::random_tokens(rng, 4, 3);
+    CHECK(good.step_projection(X).isApprox(good.S_Delta_up * good.S_Delta_down * X, 1e-14));
+
+    auto p = good;
+    p.S_Delta = Eigen::MatrixXd::Identity(4, 4);  // both forms
+    CHECK(message_of([&] { p.validate(); }).find("give one form of S_Delta") != std::string::npos);
+    p = good;
+    p.S_Delta_up.resize(4, 3);
+    CHECK(message_of([&] { p.validate(); }) == "S_Delta_up has shape 4x3 but must be D x R = 4x2");
+    p = good;
+    p.S_Delta_down.resize(2, 5);
+    CHECK(message_of([&] { p.validate(); }).find("S_Delta_down has shape 2x5") != std::string::npos);
+    p = good;
+    p.S_Delta_down.resize(0, 4);
+    CHECK(message_of([&] { p.validate(); }).find("S_Delta_down") != std::string::npos);
+    p = good;
+    p.S_Delta_up(3, 1) = std::numeric_limits<double>::infinity();
+    CHECK(message_of([&] { p.validate(); }) == "S_Delta_up(3,1) is not finite");
+    try {
+        p.validate();
+    } catch (const ssmdyn::InvalidParameter& e) {
+        CHECK(e.field() == "S_Delta_up");
+    }
+
+    // cast keeps the form and the values (to float's precision)
+    const ssmdyn::S6Params<float> f = good.cast<float>();
+    CHECK_NOTHROW(f.validate());
+    CHECK(f.low_rank_step());
+    CHECK((f.S_Delta_up.cast<double>() - good.S_Delta_up).cwiseAbs().maxCoeff() <= 1e-6 * good.S_Delta_up.cwiseAbs().maxCoeff());
+    CHECK(f.S_Delta.size() == 0);
+}

@@ -59,6 +59,14 @@ Problem make_problem(std::mt19937& rng, Size s, int extras = 0) {
     return q;
 }
 
+/// S_Δ replaced by random factors of rank R (S_Delta emptied).
+void make_low_rank(std::mt19937& rng, Problem& q, Eigen::Index R) {
+    const Eigen::Index D = q.p.dim();
+    q.p.S_Delta_up = test::random_tokens(rng, D, R) / std::sqrt(double(R));
+    q.p.S_Delta_down = test::random_tokens(rng, R, D) / std::sqrt(double(D));
+    q.p.S_Delta.resize(0, 0);
+}
+
 std::string describe(int extras) {
     std::string s = (extras & 1) ? "zero-order hold" : "Mamba discretisation";
     if (extras & 2) s += " + skip";
@@ -97,6 +105,10 @@ std::vector<Field> inputs(Problem& q) {
                             {"S_Delta", q.p.S_Delta.data(), q.p.S_Delta.size()},
                             {"delta_bias", q.p.delta_bias.data(), q.p.delta_bias.size()},
                             {"A", q.p.A.data(), q.p.A.size()}};
+    if (q.p.low_rank_step()) {
+        f[3] = {"S_Delta_up", q.p.S_Delta_up.data(), q.p.S_Delta_up.size()};
+        f.push_back({"S_Delta_down", q.p.S_Delta_down.data(), q.p.S_Delta_down.size()});
+    }
     if (q.o.D_skip.size()) f.push_back({"D_skip", q.o.D_skip.data(), q.o.D_skip.size()});
     if (q.o.gate.size()) f.push_back({"gate", q.o.gate.data(), q.o.gate.size()});
     return f;
@@ -110,6 +122,10 @@ std::vector<Field> outputs(Matrix& gX, Gradients& g) {
                             {"S_Delta", g.S_Delta.data(), g.S_Delta.size()},
                             {"delta_bias", g.delta_bias.data(), g.delta_bias.size()},
                             {"A", g.A.data(), g.A.size()}};
+    if (g.S_Delta_down.size()) {
+        f[3] = {"S_Delta_up", g.S_Delta_up.data(), g.S_Delta_up.size()};
+        f.push_back({"S_Delta_down", g.S_Delta_down.data(), g.S_Delta_down.size()});
+    }
     if (g.D_skip.size()) f.push_back({"D_skip", g.D_skip.data(), g.D_skip.size()});
     if (g.gate.size()) f.push_back({"gate", g.gate.data(), g.gate.size()});
     return f;
@@ -477,8 +493,7 @@ TEST_CASE("long double runs the scalar kernels and agrees with double") {
         CAPTURE(describe(extras));
         const Problem q = make_problem(rng, s, extras);
         using LD = long double;
-        ssmdyn::S6Params<LD> p{q.p.S_B.cast<LD>(), q.p.S_C.cast<LD>(), q.p.S_Delta.cast<LD>(),
-                               q.p.delta_bias.cast<LD>(), q.p.A.cast<LD>()};
+        const ssmdyn::S6Params<LD> p = q.p.cast<LD>();
         ssmdyn::LayerOptions<LD> o;
         o.discretization = q.o.discretization;
         o.D_skip = q.o.D_skip.cast<LD>();
@@ -542,13 +557,63 @@ TEST_CASE("sizes that do not fit are refused with std::invalid_argument naming t
     CHECK(jvp_message(q.X, q.X, good, none) == "<no exception>");
 }
 
+TEST_CASE("low-rank S_Delta: every gradient equals central differences, and the chain rule of the dense layer's") {
+    std::mt19937 rng(121);
+    for (Size s : {Size{1, 3, 2}, Size{9, 5, 3}, Size{70, 6, 4}})
+        for (Eigen::Index R : {1, 2})
+            for (int extras = 0; extras < 8; ++extras) {
+                CAPTURE(s.L, s.D, s.N, R, describe(extras));
+                Problem q = make_problem(rng, s, extras);
+                make_low_rank(rng, q, R);
+                auto [gX, g] = vjp(q);
+                CHECK(g.S_Delta.size() == 0);
+                const auto got = outputs(gX, g);
+                const auto in = inputs(q);
+                REQUIRE(got.size() == in.size());
+                for (std::size_t k = 0; k < in.size(); ++k) {
+                    CAPTURE(in[k].name);
+                    REQUIRE(got[k].size == in[k].size);
+                    Vector fd(in[k].size);
+                    for (Eigen::Index i = 0; i < in[k].size; ++i) {
+                        double& theta = in[k].data[i];
+                        const double old = theta, h = 1e-6 * std::max(1.0, std::abs(old));
+                        theta = old + h;
+                        const double up = loss(q);
+                        theta = old - h;
+                        const double down = loss(q);
+                        theta = old;
+                        fd(i) = (up - down) / (2 * h);
+                    }
+                    CHECK(norm_err(got[k].vec(), fd, 1e-3) <= 1e-6);
+                }
+                // The same layer with S_Δ multiplied out: same output, JVP and gX; the
+                // factors' gradients are G·Downᵀ and Upᵀ·G for the dense gradient G.
+                Problem dense = q;
+                dense.p.S_Delta = q.p.step_matrix();
+                dense.p.S_Delta_up.resize(0, 0);
+                dense.p.S_Delta_down.resize(0, 0);
+                const Matrix V = test::random_tokens(rng, s.D, s.L);
+                CHECK(test::max_rel_err(layer(q), layer(dense)) < 1e-13);
+                CHECK(test::max_rel_err(jvp(q, V), jvp(dense, V)) < 1e-12);
+                auto [gX_dense, g_dense] = vjp(dense);
+                CHECK(test::max_rel_err(gX, gX_dense) < 1e-12);
+                CHECK(test::max_rel_err(g.S_Delta_up, Matrix(g_dense.S_Delta * q.p.S_Delta_down.transpose())) < 1e-12);
+                CHECK(test::max_rel_err(g.S_Delta_down, Matrix(q.p.S_Delta_up.transpose() * g_dense.S_Delta)) < 1e-12);
+                CHECK(test::max_rel_err(g.S_B, g_dense.S_B) < 1e-12);
+                CHECK(test::max_rel_err(g.A, g_dense.A) < 1e-12);
+            }
+}
+
 TEST_CASE("repeated JVP and VJP calls of the same size allocate nothing") {
     std::mt19937 rng(112);
     struct Case { Size s; int extras; bool harmonic; };
     for (Case c : {Case{{40, 6, 5}, 0, false}, Case{{4096, 16, 16}, 0, false}, Case{{4096, 16, 16}, 0, true},
-                   Case{{50, 7, 3}, 7, false}, Case{{30, 5, 4}, 6, true}}) {
-        CAPTURE(c.s.L, c.s.D, c.s.N, describe(c.extras), c.harmonic);
+                   Case{{50, 7, 3}, 7, false}, Case{{30, 5, 4}, 6, true}, Case{{300, 64, 16}, 0, false},
+                   Case{{300, 64, 16}, 7, false}})
+        for (bool low_rank : {false, true}) {
+        CAPTURE(c.s.L, c.s.D, c.s.N, describe(c.extras), c.harmonic, low_rank);
         Problem q = make_problem(rng, c.s, c.extras);
+        if (low_rank) make_low_rank(rng, q, 4);
         if (c.harmonic)
             for (Eigen::Index n = 0; n < c.s.N; ++n) q.p.A.col(n).setConstant(-double(n + 1));
         const Matrix V = test::random_tokens(rng, c.s.D, c.s.L);
@@ -562,7 +627,7 @@ TEST_CASE("repeated JVP and VJP calls of the same size allocate nothing") {
         CHECK_NOTHROW(ssmdyn::selective_scan_vjp(q.p, ssmdyn::Softplus{}, q.X, q.W, gX, g, q.o));
         CHECK_NOTHROW(ssmdyn::selective_scan_jvp(q.p, ssmdyn::Softplus{}, q.X, V, dY, q.o));
         Eigen::internal::set_is_malloc_allowed(true);
-    }
+        }
     // The check is live: an allocating expression inside the region throws.
     Eigen::internal::set_is_malloc_allowed(false);
     CHECK_THROWS(Vector(7));

@@ -77,9 +77,7 @@ TEST_CASE("the scan is causal: a token only sees the tokens before it") {
 TEST_CASE("the scan works for long double as well") {
     std::mt19937 rng(4);
     const auto pd = test::random_params(rng, 3, 2);
-    ssmdyn::S6Params<long double> p{pd.S_B.cast<long double>(), pd.S_C.cast<long double>(),
-                                    pd.S_Delta.cast<long double>(), pd.delta_bias.cast<long double>(),
-                                    pd.A.cast<long double>()};
+    const ssmdyn::S6Params<long double> p = pd.cast<long double>();
     const Eigen::MatrixXd Xd = test::random_tokens(rng, 3, 6);
     const ssmdyn::MatrixX<long double> X = Xd.cast<long double>();
     ssmdyn::MatrixX<long double> Y(3, 6);
@@ -209,4 +207,72 @@ TEST_CASE("one-dimensional tokens as a flat vector of L numbers") {
     Eigen::MatrixXd Y(1, 3);
     ssmdyn::selective_scan(p, Eigen::MatrixXd(x.transpose()), Y);
     CHECK(y == Y.transpose());
+}
+
+TEST_CASE("a low-rank S_Delta gives the layer of its product, by the double sum") {
+    std::mt19937 rng(2718);
+    struct Size { Eigen::Index D, N, L, R; };
+    for (Size s : {Size{1, 1, 5, 1}, Size{7, 3, 40, 2}, Size{40, 5, 300, 6}}) {
+        CAPTURE(s.D, s.N, s.L, s.R);
+        auto p = test::random_params(rng, s.D, s.N);
+        p.S_Delta_up = test::random_tokens(rng, s.D, s.R) / std::sqrt(double(s.R));
+        p.S_Delta_down = test::random_tokens(rng, s.R, s.D) / std::sqrt(double(s.D));
+        p.S_Delta.resize(0, 0);
+        const Eigen::MatrixXd X = test::random_tokens(rng, s.D, s.L);
+        Eigen::MatrixXd Y(s.D, s.L);
+        ssmdyn::selective_scan(p, X, Y);
+        auto dense = p;
+        dense.S_Delta = p.S_Delta_up * p.S_Delta_down;  // the reference from the dense matrix
+        dense.S_Delta_up.resize(0, 0);
+        dense.S_Delta_down.resize(0, 0);
+        if (s.L <= 40) CHECK(test::max_rel_err(Y, ssmdyn::selective_scan_reference(dense, X)) < 1e-13);
+        Eigen::MatrixXd Y_dense(s.D, s.L);
+        ssmdyn::selective_scan(dense, X, Y_dense);
+        CHECK(test::max_rel_err(Y, Y_dense) < 1e-13);
+    }
+}
+
+TEST_CASE("every thread count gives the same bits as one thread") {
+    std::mt19937 rng(31415);
+    struct Size { Eigen::Index D, N, L; };
+    // D below and above a chunk of channels, with a tail that fills no SIMD packet; L over
+    // several token blocks; general, harmonic and zero-order-hold kernels; skip and gate.
+    for (Size s : {Size{5, 3, 70}, Size{37, 4, 300}, Size{130, 16, 700}})
+        for (int variant = 0; variant < 4; ++variant) {
+            CAPTURE(s.D, s.N, s.L, variant);
+            auto p = test::random_params(rng, s.D, s.N);
+            ssmdyn::LayerOptions<double> o;
+            if (variant == 1)
+                for (Eigen::Index n = 0; n < s.N; ++n) p.A.col(n).setConstant(-double(n + 1));
+            if (variant == 2) o.discretization = ssmdyn::Discretization::ZeroOrderHold;
+            if (variant == 3) {
+                o.D_skip = test::random_tokens(rng, s.D, 1);
+                o.gate = test::random_tokens(rng, s.D, s.L);
+                p.S_Delta_up = test::random_tokens(rng, s.D, 3);
+                p.S_Delta_down = test::random_tokens(rng, 3, s.D) / std::sqrt(double(s.D));
+                p.S_Delta.resize(0, 0);
+            }
+            const Eigen::MatrixXd X = test::random_tokens(rng, s.D, s.L);
+            Eigen::MatrixXd Y1(s.D, s.L), Y(s.D, s.L);
+            ssmdyn::selective_scan(p, ssmdyn::Softplus{}, X, Y1, o, 1);
+            if (variant < 2 && s.D < 100)  // the reference has no options; O(L²) is slow at large sizes
+                CHECK(test::max_rel_err(Y1, ssmdyn::selective_scan_reference(p, X)) < 1e-13);
+            for (int threads : {2, 3, 8}) {
+                CAPTURE(threads);
+                ssmdyn::selective_scan(p, ssmdyn::Softplus{}, X, Y, o, threads);
+                CHECK((Y.array() == Y1.array()).all());
+            }
+            // float: the same threads rule, and agreement with double to float's precision
+            const ssmdyn::S6Params<float> pf = p.cast<float>();
+            ssmdyn::LayerOptions<float> of;
+            of.discretization = o.discretization;
+            of.D_skip = o.D_skip.cast<float>();
+            of.gate = o.gate.cast<float>();
+            const Eigen::MatrixXf Xf = X.cast<float>();
+            Eigen::MatrixXf Yf1(s.D, s.L), Yf(s.D, s.L);
+            ssmdyn::selective_scan(pf, ssmdyn::Softplus{}, Xf, Yf1, of, 1);
+            ssmdyn::selective_scan(pf, ssmdyn::Softplus{}, Xf, Yf, of, 2);
+            CHECK((Yf.array() == Yf1.array()).all());
+            CHECK(test::max_rel_err(Yf1.cast<double>(), Y1) < 2e-5);
+        }
 }

@@ -60,6 +60,43 @@ TEST_CASE("evaluating the right-hand side allocates nothing once sizes are known
     Eigen::internal::set_is_malloc_allowed(true);
 }
 
+TEST_CASE("the right-hand side allocates nothing with a low-rank S_Delta, on several threads, and in float") {
+    std::mt19937 rng(13);
+    struct Size { Eigen::Index D, N, L, R; int threads; };
+    for (Size s : {Size{64, 16, 1000, 8, 1}, Size{64, 16, 1000, 8, 2}, Size{100, 16, 300, 0, 2}}) {
+        CAPTURE(s.D, s.N, s.L, s.R, s.threads);
+        auto p = test::random_params(rng, s.D, s.N);
+        if (s.R > 0) {
+            p.S_Delta_up = test::random_tokens(rng, s.D, s.R);
+            p.S_Delta_down = test::random_tokens(rng, s.R, s.D) / std::sqrt(double(s.D));
+            p.S_Delta.resize(0, 0);
+        }
+        System sys(p);
+        sys.set_threads(s.threads);
+        CHECK(sys.threads() == s.threads);
+        const State x = ssmdyn::to_state(test::random_tokens(rng, s.D, s.L));
+        State dxdt(x.size()), serial(x.size());
+        const System serial_system(p);
+        serial_system(x, serial, 0.0);
+        sys(x, dxdt, 0.0);  // sizes the scratch of this thread
+        Eigen::internal::set_is_malloc_allowed(false);
+        CHECK_NOTHROW(sys(x, dxdt, 0.0));
+        Eigen::internal::set_is_malloc_allowed(true);
+        CHECK((dxdt.array() == serial.array()).all());  // bitwise, whatever the thread count
+
+        ssmdyn::SelectiveSystem<float> fsys(p.cast<float>());
+        fsys.set_threads(s.threads);
+        const ssmdyn::StateVector<float> xf = x.cast<float>();
+        ssmdyn::StateVector<float> df(xf.size());
+        fsys(xf, df, 0.0f);
+        Eigen::internal::set_is_malloc_allowed(false);
+        CHECK_NOTHROW(fsys(xf, df, 0.0f));
+        Eigen::internal::set_is_malloc_allowed(true);
+        CHECK(test::max_rel_err(df.cast<double>(), serial) < 2e-5);
+    }
+    CHECK_THROWS_AS(System(test::random_params(rng, 2, 2)).set_threads(0), std::invalid_argument);
+}
+
 TEST_CASE("odeint's own steppers and integrate functions accept the system") {
     namespace odeint = boost::numeric::odeint;
     using Steppers = ssmdyn::odeint_steppers<double>;

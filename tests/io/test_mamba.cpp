@@ -108,9 +108,14 @@ void check_layer(const ssmdyn::MambaLayer& got, const RawLayer& raw) {
     const Eigen::MatrixXd A = raw.A_log.unaryExpr([](double v) { return -std::exp(v); });
     CHECK(equal(got.params.S_B, S_B));
     CHECK(equal(got.params.S_C, S_C));
+    // S_Δ stays factored, exactly the two tensors.
+    CHECK(got.params.S_Delta.size() == 0);
+    CHECK(equal(got.params.S_Delta_up, raw.dt_weight));
+    CHECK(equal(got.params.S_Delta_down, x_delta));
     // A product, so exact only up to rounding: with FMA (-march=native) Eigen's kernels
     // may contract differently here and in the library.
-    CHECK(test::max_rel_err(got.params.S_Delta, S_Delta) < 1e-15);
+    const Eigen::MatrixXd product = got.params.step_matrix();
+    CHECK(test::max_rel_err(product, S_Delta) < 1e-15);
     CHECK(equal(got.params.delta_bias, raw.dt_bias));
     CHECK(equal(got.params.A, A));
     CHECK(equal(got.D_skip, raw.D));
@@ -119,7 +124,7 @@ void check_layer(const ssmdyn::MambaLayer& got, const RawLayer& raw) {
         for (Eigen::Index j = 0; j < d_inner; ++j) {
             double sum = 0;
             for (Eigen::Index k = 0; k < dt_rank; ++k) sum += raw.dt_weight(i, k) * raw.x_proj(k, j);
-            CHECK(std::abs(got.params.S_Delta(i, j) - sum) <= 1e-15 * (1 + std::abs(sum)));
+            CHECK(std::abs(product(i, j) - sum) <= 1e-15 * (1 + std::abs(sum)));
         }
     // μ = S_Cᵀ S_B, as the rest of the library will use it.
     CHECK(test::max_rel_err(got.params.mu(), Eigen::MatrixXd(S_C.transpose() * S_B)) < 1e-15);
@@ -323,11 +328,16 @@ TEST_CASE("mamba: A = -exp(A_log) is negative for finite A_log and non-finite or
     CHECK(contains(m, "rows [6, 10)"));
 
     raw = good;
-    raw.x_proj(1, 4) = inf;  // the low-rank step-size rows reach column 4 of S_Δ
+    raw.x_proj(1, 4) = inf;  // the low-rank step-size rows: entry (1, 4) of S_Delta_down
     m = load(raw);
-    CHECK(contains(m, "S_Delta("));
-    CHECK(contains(m, ",4) is not finite"));
-    CHECK(contains(m, "dt_proj.weight * rows [0, 2)"));
+    CHECK(contains(m, "S_Delta_down(1,4) is not finite"));
+    CHECK(contains(m, "S_Delta_down = rows [0, 2)"));
+
+    raw = good;
+    raw.dt_weight(3, 1) = nan;
+    m = load(raw);
+    CHECK(contains(m, "S_Delta_up(3,1) is not finite"));
+    CHECK(contains(m, "S_Delta_up = backbone.layers.0.mixer.dt_proj.weight"));
 
     raw = good;
     raw.dt_bias(5) = nan;
@@ -343,9 +353,9 @@ TEST_CASE("mamba: A = -exp(A_log) is negative for finite A_log and non-finite or
     CHECK(message_of([&] { (void)ssmdyn::load_mamba_layer(tmp.path(), 1); }) == "<no exception>");
 }
 
-TEST_CASE("mamba: a small checkpoint declaring a huge d_inner is refused before anything is allocated") {
-    // 560 KB of BF16 (dt_rank = N = 1) declaring d_inner = 40,000: its dense S_Delta alone
-    // is 40,000 x 40,000 doubles, 11.9 GiB (std::bad_alloc before, or the OOM killer).
+TEST_CASE("mamba: a layer larger than the memory limit is refused before anything is allocated") {
+    // 560 KB of BF16 (dt_rank = N = 1) declaring d_inner = 40,000: S_Delta stays factored,
+    // so the layer is 40,000 x 9 doubles (2.7 MiB; a dense S_Delta would be 11.9 GiB).
     const Eigen::Index d = 40000;
     std::vector<NamedTensor> t;
     const std::string p = layer_prefix(0);
@@ -358,13 +368,16 @@ TEST_CASE("mamba: a small checkpoint declaring a huge d_inner is refused before 
     ssmdyn::write_safetensors(tmp.path(), t);
     CHECK(std::filesystem::file_size(tmp.path()) < 600000);
 
-    ssmdyn::set_memory_limit(std::size_t(1) << 30);  // 1 GiB, whatever this machine has
+    ssmdyn::set_memory_limit(std::size_t(1) << 20);  // 1 MiB
     const std::string m = message_of([&] { (void)ssmdyn::load_mamba_layer(tmp.path(), 0); });
-    ssmdyn::set_memory_limit(0);
     CAPTURE(m);
     CHECK(contains(m, "Mamba layer 0: its S6 parameters with d_inner = 40000, N = 1, dt_rank = 1"));
-    CHECK(contains(m, "alone is 40000 x 40000 doubles, 11.9 GiB"));
-    CHECK(contains(m, "more than the memory limit of 1 GiB (1073741824 bytes"));
+    CHECK(contains(m, "(1048576 bytes"));
+    ssmdyn::set_memory_limit(std::size_t(1) << 30);  // 1 GiB: factored, it fits
+    const ssmdyn::MambaLayer big = ssmdyn::load_mamba_layer(tmp.path(), 0);
+    CHECK(big.params.dim() == d);
+    CHECK(big.params.S_Delta_up.rows() == d);
+    ssmdyn::set_memory_limit(0);
 
     // A real layer's size passes the same limit, and loads as before.
     std::mt19937 rng(3);

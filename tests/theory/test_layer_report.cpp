@@ -49,7 +49,7 @@ TEST_CASE("layer report: sym(μ)'s spectrum and S_Δ's rank equal the dense comp
             CHECK(r.mu_sym_positive + r.mu_sym_negative <= std::min<Eigen::Index>(2 * N, d_inner));
             // A random S_B, S_C gives an indefinite sym(μ) (rank 2N, trace-free part both signs).
             CHECK(r.scenario == ssmdyn::MuScenario::Indefinite);
-            const Eigen::VectorXd sigma = Eigen::JacobiSVD<Eigen::MatrixXd>(m.s6.S_Delta).singularValues();
+            const Eigen::VectorXd sigma = Eigen::JacobiSVD<Eigen::MatrixXd>(m.s6.step_matrix()).singularValues();
             CHECK(r.s_delta_rank == (sigma.array() > 1e-10 * sigma(0)).count());
             CHECK(r.s_delta_rank == std::min<Eigen::Index>(rank, d_inner));
             CHECK(r.A_min == -double(N));

@@ -97,3 +97,20 @@ TEST_CASE("sensitivities over 4 threads and a phase diagram on 4 threads equal t
         CHECK(parallel[k].t_blowup == serial[k].t_blowup);
     }
 }
+
+TEST_CASE("one right-hand side on 4 threads (channels and token chunks split) equals the serial one") {
+    std::mt19937 rng(9);
+    auto p = test::random_params(rng, 80, 8);
+    p.S_Delta_up = test::random_tokens(rng, 80, 4);
+    p.S_Delta_down = test::random_tokens(rng, 4, 80) / std::sqrt(80.0);
+    p.S_Delta.resize(0, 0);
+    ssmdyn::SelectiveSystem<double> serial(p), threaded(p);
+    threaded.set_threads(threads);
+    const State x = ssmdyn::to_state(test::random_tokens(rng, 80, 200));
+    State a(x.size()), b(x.size());
+    serial(x, a, 0.0);
+    for (int k = 0; k < 3; ++k) {
+        threaded(x, b, 0.0);
+        CHECK((a.array() == b.array()).all());
+    }
+}

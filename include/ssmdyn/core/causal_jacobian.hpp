@@ -79,7 +79,7 @@ public:
         m_zoh = m_options.discretization == Discretization::ZeroOrderHold;
         m_pattern = m_zoh ? detail::DecayPattern::General : detail::decay_pattern(p.A);
         m_P.resize(D + 2 * N, D);
-        m_P << p.S_Delta, p.S_B, p.S_C;
+        m_P << p.step_matrix(), p.S_B, p.S_C;  // the blocks are dense D×D anyway
         m_SCB.resize(2 * N, D);
         m_SCB << p.S_C, p.S_B;
     }
@@ -263,7 +263,7 @@ private:
         m_roundoff = Scalar(0);
         for (Eigen::Index l = 0; l < L; ++l) {
             auto J = m_blocks.middleRows(l * D, D);
-            J.noalias() += m_g.segment(l * D, D).asDiagonal() * m_params->S_Delta;
+            J.noalias() += m_g.segment(l * D, D).asDiagonal() * m_P.topRows(D);
             J.diagonal() += m_diag.segment(l * D, D);
             if (m_options.D_skip.size() != 0) J.diagonal() += m_options.D_skip;
             if (m_silu.size() != 0) J = m_silu.col(l).asDiagonal() * J;

@@ -60,10 +60,10 @@ struct MambaMixer {
     VectorX<Scalar> in_proj_bias;  ///< 2·d_inner, or empty
     MatrixX<Scalar> conv_weight;   ///< d_inner × d_conv (conv1d.weight without its middle axis)
     VectorX<Scalar> conv_bias;     ///< d_inner, or empty
-    /// The S6 layer on u: S_B, S_C, S_Δ = W_dt·W_δ, b_Δ = dt_proj.bias, A = −exp(A_log).
+    /// The S6 layer on u: S_B, S_C, S_Δ low rank (S_Delta_up = dt_proj.weight, d_inner ×
+    /// dt_rank; S_Delta_down = x_proj.weight[:dt_rank], dt_rank × d_inner), b_Δ =
+    /// dt_proj.bias, A = −exp(A_log).
     S6Params<Scalar> s6;
-    MatrixX<Scalar> dt_weight;     ///< W_dt = dt_proj.weight, d_inner × dt_rank
-    MatrixX<Scalar> dt_input;      ///< W_δ = x_proj.weight[:dt_rank], dt_rank × d_inner
     VectorX<Scalar> D_skip;        ///< Mamba's D, d_inner
     MatrixX<Scalar> out_proj;      ///< d_model × d_inner
     VectorX<Scalar> out_proj_bias; ///< d_model, or empty
@@ -191,7 +191,7 @@ MatrixX<Scalar> mamba_mixer(const MambaMixer<Scalar>& m, const MatrixX<Scalar>& 
         trace->z = xz.bottomRows(d_inner);
         y = trace->s6 + (u.array().colwise() * m.D_skip.array()).matrix();
         y.array() *= trace->z.array() / (1 + (-trace->z.array()).exp());
-        trace->delta = m.dt_weight * (m.dt_input * u);
+        trace->delta = m.s6.step_projection(u);
         trace->delta.colwise() += m.s6.delta_bias;
         auto delta = trace->delta.array();
         detail::apply_step_size(Softplus{}, delta, delta);
@@ -282,11 +282,10 @@ inline MambaModel<double> mamba_init(const MambaConfig& config, std::uint64_t se
         x.conv_weight = uniform(c.d_inner, c.d_conv, 1 / std::sqrt(double(c.d_conv)));
         x.conv_bias = uniform(c.d_inner, 1, 1 / std::sqrt(double(c.d_conv)));
         const MatrixX<double> x_proj = uniform(c.dt_rank + 2 * c.d_state, c.d_inner, 1 / std::sqrt(double(c.d_inner)));
-        x.dt_weight = uniform(c.d_inner, c.dt_rank, 1 / std::sqrt(double(c.dt_rank)));
-        x.dt_input = x_proj.topRows(c.dt_rank);
+        x.s6.S_Delta_up = uniform(c.d_inner, c.dt_rank, 1 / std::sqrt(double(c.dt_rank)));
+        x.s6.S_Delta_down = x_proj.topRows(c.dt_rank);
         x.s6.S_B = x_proj.middleRows(c.dt_rank, c.d_state);
         x.s6.S_C = x_proj.bottomRows(c.d_state);
-        x.s6.S_Delta = x.dt_weight * x.dt_input;
         x.s6.delta_bias.resize(c.d_inner);
         for (Eigen::Index d = 0; d < c.d_inner; ++d) {
             const double dt = std::exp(log_dt(rng));
@@ -323,13 +322,7 @@ MambaModel<Other> MambaModel<Scalar>::cast() const {
         n.in_proj_bias = to(m.in_proj_bias);
         n.conv_weight = to(m.conv_weight);
         n.conv_bias = to(m.conv_bias);
-        n.s6.S_B = to(m.s6.S_B);
-        n.s6.S_C = to(m.s6.S_C);
-        n.s6.S_Delta = to(m.s6.S_Delta);
-        n.s6.delta_bias = to(m.s6.delta_bias);
-        n.s6.A = to(m.s6.A);
-        n.dt_weight = to(m.dt_weight);
-        n.dt_input = to(m.dt_input);
+        n.s6 = m.s6.template cast<Other>();
         n.D_skip = to(m.D_skip);
         n.out_proj = to(m.out_proj);
         n.out_proj_bias = to(m.out_proj_bias);
@@ -370,8 +363,8 @@ void MambaModel<Scalar>::validate() const {
         check(at + "in_proj.bias", m.in_proj_bias, 2 * c.d_inner, 1, true);
         check(at + "conv1d.weight", m.conv_weight, c.d_inner, c.d_conv, false);
         check(at + "conv1d.bias", m.conv_bias, c.d_inner, 1, true);
-        check(at + "dt_proj.weight", m.dt_weight, c.d_inner, c.dt_rank, false);
-        check(at + "x_proj.weight[:dt_rank]", m.dt_input, c.dt_rank, c.d_inner, false);
+        check(at + "dt_proj.weight", m.s6.S_Delta_up, c.d_inner, c.dt_rank, false);
+        check(at + "x_proj.weight[:dt_rank]", m.s6.S_Delta_down, c.dt_rank, c.d_inner, false);
         check(at + "D", m.D_skip, c.d_inner, 1, false);
         check(at + "out_proj.weight", m.out_proj, c.d_model, c.d_inner, false);
         check(at + "out_proj.bias", m.out_proj_bias, c.d_model, 1, true);

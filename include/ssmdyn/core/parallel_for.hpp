@@ -59,4 +59,29 @@ void parallel_for(std::size_t n, F f, int threads = 0, const ProgressCallback& p
     if (error) std::rethrow_exception(error);
 }
 
+namespace detail {
+
+/// Keeps Eigen from splitting its matrix products over OpenMP threads on its own while
+/// this guard lives (it does when the build has OpenMP and a product is large): the
+/// library decides where threads go, so that results do not depend on their number.
+/// Lowers omp_get_max_threads() of the calling thread only, and restores it. Inside an
+/// OpenMP parallel region Eigen runs serially anyway. (Eigen::setNbThreads(n > 1) called
+/// by the program overrides this.)
+class SerialEigenProducts {
+public:
+#ifdef _OPENMP
+    SerialEigenProducts() : m_saved(omp_get_max_threads()) { omp_set_num_threads(1); }
+    ~SerialEigenProducts() { omp_set_num_threads(m_saved); }
+
+private:
+    int m_saved;
+#else
+    SerialEigenProducts() {}
+#endif
+public:
+    SerialEigenProducts(const SerialEigenProducts&) = delete;
+    SerialEigenProducts& operator=(const SerialEigenProducts&) = delete;
+};
+
+}  // namespace detail
 }  // namespace ssmdyn

@@ -39,7 +39,8 @@ class InvalidParameter : public std::invalid_argument {
 public:
     InvalidParameter(std::string field, const std::string& message)
         : std::invalid_argument(message), m_field(std::move(field)) {}
-    /// The field at fault: "S_B", "S_C", "S_Delta", "delta_bias" or "A".
+    /// The field at fault: "S_B", "S_C", "S_Delta", "S_Delta_up", "S_Delta_down",
+    /// "delta_bias" or "A".
     const std::string& field() const { return m_field; }
 
 private:
@@ -70,6 +71,13 @@ struct OneDimensional {
 /// \f[ y_l^d = \sum_{j\le l}\Big[\sum_n C_{l,n}\, e^{A_{d,n}\sum_{k=j+1}^{l}\Delta_k^d}\,
 ///     B_{j,n}\Big]\Delta_j^d x_j^d . \f]
 ///
+/// S_Δ comes in one of two forms. Dense: `S_Delta` is D×D and the factors are empty.
+/// Low rank, as in every Mamba checkpoint (dt_proj.weight times the first dt_rank rows of
+/// x_proj.weight): S_Δ = S_Delta_up · S_Delta_down with S_Delta_up D×R, S_Delta_down R×D,
+/// and `S_Delta` empty. The library never multiplies the factors out where it can avoid it
+/// (the scan, its derivatives and the reports use them as they are), so a d_inner = 1536
+/// layer costs 2·R·D numbers and 2·R·D multiply-adds per token instead of D².
+///
 /// D = S_B.cols() and N = S_B.rows() once validate() has checked that the shapes agree.
 template <typename Scalar = double>
 struct S6Params {
@@ -80,12 +88,17 @@ struct S6Params {
     Matrix S_B;
     /// Output projection, N×D: C_l = S_C x_l.
     Matrix S_C;
-    /// Step-size projection, D×D: Δ_l = φ(S_Δ x_l + b_Δ).
+    /// Step-size projection, D×D: Δ_l = φ(S_Δ x_l + b_Δ). Empty when S_Δ is low rank.
     Matrix S_Delta;
     /// Step-size bias b_Δ, length D (Mamba's dt_proj bias; the paper takes 0).
     Vector delta_bias;
     /// State decay, D×N, every entry strictly negative (Mamba: A = −exp(A_log)).
     Matrix A;
+    /// Low-rank S_Δ = S_Delta_up · S_Delta_down: D×R (Mamba's dt_proj.weight). Empty when
+    /// dense. (Last, so that aggregate initialisation of the first five keeps its meaning.)
+    Matrix S_Delta_up{};
+    /// Low-rank S_Δ = S_Delta_up · S_Delta_down: R×D (x_proj.weight's first R rows). Empty when dense.
+    Matrix S_Delta_down{};
 
     /// Token dimension D.
     Eigen::Index dim() const { return S_B.cols(); }
@@ -94,6 +107,34 @@ struct S6Params {
 
     /// The input-output matrix \f$ \mu = S_C^\top S_B \f$ (D×D).
     Matrix mu() const { return S_C.transpose() * S_B; }
+
+    /// Whether S_Δ is kept as its low-rank factors (S_Delta_up, S_Delta_down).
+    bool low_rank_step() const { return S_Delta_up.size() != 0 || S_Delta_down.size() != 0; }
+    /// Rows of the stacked step projection: R when S_Δ is low rank, else D.
+    Eigen::Index step_rows() const { return low_rank_step() ? S_Delta_down.rows() : S_Delta.rows(); }
+    /// S_Δ as a dense D×D matrix (multiplied out when low rank: D² numbers, so only for
+    /// code that needs the matrix itself, e.g. a Jacobian's D×D blocks).
+    Matrix step_matrix() const { return low_rank_step() ? Matrix(S_Delta_up * S_Delta_down) : S_Delta; }
+    /// S_Δ X for D×L tokens X, without forming S_Δ.
+    template <typename Derived>
+    Matrix step_projection(const Eigen::MatrixBase<Derived>& X) const {
+        if (!low_rank_step()) return S_Delta * X;
+        return S_Delta_up * (S_Delta_down * X);
+    }
+
+    /// The same parameters in another scalar type (e.g. float, for speed: see README).
+    template <typename Other>
+    S6Params<Other> cast() const {
+        S6Params<Other> p;
+        p.S_B = S_B.template cast<Other>();
+        p.S_C = S_C.template cast<Other>();
+        p.S_Delta = S_Delta.template cast<Other>();
+        p.S_Delta_up = S_Delta_up.template cast<Other>();
+        p.S_Delta_down = S_Delta_down.template cast<Other>();
+        p.delta_bias = delta_bias.template cast<Other>();
+        p.A = A.template cast<Other>();
+        return p;
+    }
 
     /// The paper's one-dimensional case (see OneDimensional): D = N = 1, S_C = [1],
     /// S_B = [μ], S_Δ = [s], b_Δ = [b], A = [−a]. Validated (a must be > 0).
@@ -113,14 +154,28 @@ struct S6Params {
     void validate() const {
         // D and N by majority over the fields that carry them, so that one malformed
         // field is the one blamed (ties go to S_B).
-        const Eigen::Index d = detail::majority<Eigen::Index>({S_B.cols(), S_C.cols(), S_Delta.rows(), S_Delta.cols(),
-                                          delta_bias.size(), A.rows()});
+        const bool low_rank = low_rank_step();
+        const Eigen::Index d =
+            low_rank ? detail::majority<Eigen::Index>({S_B.cols(), S_C.cols(), S_Delta_up.rows(), S_Delta_down.cols(),
+                                                       delta_bias.size(), A.rows()})
+                     : detail::majority<Eigen::Index>({S_B.cols(), S_C.cols(), S_Delta.rows(), S_Delta.cols(),
+                                                       delta_bias.size(), A.rows()});
         const Eigen::Index n = detail::majority<Eigen::Index>({S_B.rows(), S_C.rows(), A.cols()});
         if (n < 1 || d < 1)
             fail("S_B", "is " + shape(S_B) + "; need N >= 1 rows and D >= 1 columns");
         expect_shape("S_B", S_B, n, d, "N x D");
         expect_shape("S_C", S_C, n, d, "N x D");
-        expect_shape("S_Delta", S_Delta, d, d, "D x D");
+        if (low_rank) {
+            if (S_Delta.size() != 0)
+                fail("S_Delta", "is given (" + shape(S_Delta) +
+                                    ") together with S_Delta_up and S_Delta_down; give one form of S_Delta");
+            const Eigen::Index r = S_Delta_down.rows();
+            if (r < 1) fail("S_Delta_down", "is " + shape(S_Delta_down) + "; need R >= 1 rows and D columns");
+            expect_shape("S_Delta_up", S_Delta_up, d, r, "D x R");
+            expect_shape("S_Delta_down", S_Delta_down, r, d, "R x D");
+        } else {
+            expect_shape("S_Delta", S_Delta, d, d, "D x D");
+        }
         if (delta_bias.size() != d)
             fail("delta_bias", "has " + std::to_string(delta_bias.size()) + " entries, expected D = " +
                                    std::to_string(d));
@@ -128,6 +183,8 @@ struct S6Params {
         expect_finite("S_B", S_B);
         expect_finite("S_C", S_C);
         expect_finite("S_Delta", S_Delta);
+        expect_finite("S_Delta_up", S_Delta_up);
+        expect_finite("S_Delta_down", S_Delta_down);
         expect_finite("delta_bias", delta_bias);
         expect_finite("A", A);
         for (Eigen::Index j = 0; j < A.cols(); ++j)

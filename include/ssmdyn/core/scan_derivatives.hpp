@@ -22,7 +22,9 @@
 #include "params.hpp"
 #include "selective_scan.hpp"
 #include "state.hpp"
+#include "parallel_for.hpp"
 #include "step_size.hpp"
+#include "detail/projection.hpp"
 #include "detail/simd.hpp"
 
 namespace ssmdyn {
@@ -36,8 +38,10 @@ struct S6Gradients {
     MatrixX<Scalar> S_B;
     /// N×D, gradient with respect to S_C.
     MatrixX<Scalar> S_C;
-    /// D×D, gradient with respect to S_Δ.
+    /// D×D, gradient with respect to S_Δ; empty when S_Δ is low rank.
     MatrixX<Scalar> S_Delta;
+    /// D×R and R×D, gradients with respect to S_Δ's low-rank factors; empty when S_Δ is dense.
+    MatrixX<Scalar> S_Delta_up, S_Delta_down;
     /// Length D, gradient with respect to b_Δ.
     VectorX<Scalar> delta_bias;
     /// D×N, gradient with respect to A.
@@ -54,6 +58,8 @@ struct S6Gradients {
         g.S_B = MatrixX<Scalar>::Zero(params.S_B.rows(), params.S_B.cols());
         g.S_C = MatrixX<Scalar>::Zero(params.S_C.rows(), params.S_C.cols());
         g.S_Delta = MatrixX<Scalar>::Zero(params.S_Delta.rows(), params.S_Delta.cols());
+        g.S_Delta_up = MatrixX<Scalar>::Zero(params.S_Delta_up.rows(), params.S_Delta_up.cols());
+        g.S_Delta_down = MatrixX<Scalar>::Zero(params.S_Delta_down.rows(), params.S_Delta_down.cols());
         g.delta_bias = VectorX<Scalar>::Zero(params.delta_bias.size());
         g.A = MatrixX<Scalar>::Zero(params.A.rows(), params.A.cols());
         g.D_skip = VectorX<Scalar>::Zero(options.D_skip.size());
@@ -66,6 +72,8 @@ struct S6Gradients {
         S_B += weight * other.S_B;
         S_C += weight * other.S_C;
         S_Delta += weight * other.S_Delta;
+        S_Delta_up += weight * other.S_Delta_up;
+        S_Delta_down += weight * other.S_Delta_down;
         delta_bias += weight * other.delta_bias;
         A += weight * other.A;
         if (D_skip.size()) D_skip += weight * other.D_skip;
@@ -371,9 +379,9 @@ void adjoint_token(const TokenData<Scalar>& t, const AdjointData<Scalar>& g) {
 /// members, so alternating between them does not reallocate either.
 template <typename Scalar>
 struct ScanDerivativeWorkspace {
-    // Both: the stacked projection [S_Δ; S_B; S_C], (D+2N)×D, so one matrix product gives
-    // the three projections of a token block (rows: z or Δ, then B, then C).
-    MatrixX<Scalar> P;
+    // Both: the stacked projection [S_Δ; S_B; S_C], so one matrix product gives the three
+    // projections of a token block (rows: z or Δ, then B, then C; S_Δ dense or low rank).
+    StackedProjection<Scalar> stack;
     // JVP, per block of tokens: tokens and tangents, their projections, structured decays.
     MatrixX<Scalar> jx, jdx, jproj, jdproj, jdecay0;
     VectorX<Scalar> jh, jdh, jdy;
@@ -391,12 +399,9 @@ struct ScanDerivativeWorkspace {
         return ws;
     }
 
-    void stack_params(const S6Params<Scalar>& params) {
-        const Eigen::Index D = params.dim(), N = params.state_dim();
-        P.resize(D + 2 * N, D);
-        P.topRows(D) = params.S_Delta;
-        P.middleRows(D, N) = params.S_B;
-        P.bottomRows(N) = params.S_C;
+    void stack_params(const S6Params<Scalar>& params, Eigen::Index block) {
+        stack.set(params);
+        stack.reserve(block);
     }
 };
 
@@ -460,8 +465,9 @@ void jvp_scan(const S6Params<Scalar>& params, const StepSizeMap& phi, const Eige
     const Eigen::Index D = params.dim(), N = params.state_dim(), L = X.cols(), R = D + 2 * N;
     const Eigen::Index block = std::min(token_block(D, N), L);
     const bool skip = options.D_skip.size() != 0, gate = options.gate.size() != 0;
+    const SerialEigenProducts serial_products;  // Eigen's own threads would allocate (and vary)
     auto& ws = ScanDerivativeWorkspace<Scalar>::local();
-    ws.stack_params(params);
+    ws.stack_params(params, block);
     ws.jx.resize(D, block);
     ws.jdx.resize(D, block);
     ws.jproj.resize(R, block);
@@ -481,8 +487,8 @@ void jvp_scan(const S6Params<Scalar>& params, const StepSizeMap& phi, const Eige
         auto proj = ws.jproj.leftCols(count), dproj = ws.jdproj.leftCols(count);
         x = X.middleCols(first, count);
         dx = dX.middleCols(first, count);
-        proj.noalias() = ws.P * x;
-        dproj.noalias() = ws.P * dx;
+        ws.stack.apply(x, proj);
+        ws.stack.apply(dx, dproj);
         auto z = proj.topRows(D);
         z.colwise() += params.delta_bias;
         dproj.topRows(D).array() *= step_size_derivative(phi, z.array());  // dΔ = φ'(z) dz
@@ -522,18 +528,13 @@ void vjp_scan(const S6Params<Scalar>& params, const StepSizeMap& phi, const Eige
     const Eigen::Index block = token_block(D, N);
     const bool skip = options.D_skip.size() != 0, gate = options.gate.size() != 0;
     if (L == 0) {  // no tokens: the loss is the empty sum
-        grads.S_Delta.setZero(D, D);
-        grads.S_B.setZero(N, D);
-        grads.S_C.setZero(N, D);
-        grads.delta_bias.setZero(D);
-        grads.A.setZero(D, N);
-        if (skip) grads.D_skip.setZero(D);
-        else grads.D_skip.resize(0);
+        grads = S6Gradients<Scalar>::zeros_like(params, options);
         grads.gate.resize(0, 0);
         return;
     }
+    const SerialEigenProducts serial_products;  // Eigen's own threads would allocate (and vary)
     auto& ws = ScanDerivativeWorkspace<Scalar>::local();
-    ws.stack_params(params);
+    ws.stack_params(params, block);
     auto& X = ws.X;
     X = X_in;
 
@@ -542,7 +543,7 @@ void vjp_scan(const S6Params<Scalar>& params, const StepSizeMap& phi, const Eige
     ws.dphi.resize(D, L);
     for (Eigen::Index first = 0; first < L; first += block) {
         const Eigen::Index count = std::min(block, L - first);
-        ws.proj.middleCols(first, count).noalias() = ws.P * X.middleCols(first, count);
+        ws.stack.apply(X.middleCols(first, count), ws.proj.middleCols(first, count));
     }
     {
         auto z = ws.proj.topRows(D);
@@ -632,14 +633,7 @@ void vjp_scan(const S6Params<Scalar>& params, const StepSizeMap& phi, const Eige
 
     // Through the step-size map and the projections: z = S_Δ x + b_Δ, B = S_B x, C = S_C x.
     ws.grad.topRows(D).array() *= ws.dphi.array();
-    ws.GP.setZero(R, D);
-    for (Eigen::Index first = 0; first < L; first += block) {
-        const Eigen::Index count = std::min(block, L - first);
-        ws.GP.noalias() += ws.grad.middleCols(first, count) * X.middleCols(first, count).transpose();
-    }
-    grads.S_Delta = ws.GP.topRows(D);
-    grads.S_B = ws.GP.middleRows(D, N);
-    grads.S_C = ws.GP.bottomRows(N);
+    ws.stack.parameter_gradients(X, ws.grad, block, ws.GP, grads);
     grads.delta_bias = ws.grad.topRows(D).rowwise().sum();
     grads.A = ws.gA;
     if (skip) grads.D_skip = (ws.gs.array() * X.array()).rowwise().sum();
@@ -664,7 +658,7 @@ void vjp_scan(const S6Params<Scalar>& params, const StepSizeMap& phi, const Eige
                   (ws.gs.middleCols(first, count).array().colwise() * options.D_skip.array()).matrix();
         else
             out = ws.gxk.middleCols(first, count);
-        out.noalias() += ws.P.transpose() * ws.grad.middleCols(first, count);
+        ws.stack.add_transpose(ws.grad.middleCols(first, count), out);
     }
 }
 

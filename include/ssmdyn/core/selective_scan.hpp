@@ -12,31 +12,57 @@
 #include "params.hpp"
 #include "state.hpp"
 #include "step_size.hpp"
+#include "parallel_for.hpp"
 #include "detail/enum_names.hpp"
+#include "detail/projection.hpp"
 #include "detail/simd.hpp"
 
 namespace ssmdyn {
 namespace detail {
 
-/// Per-thread scratch of the scan: the projections of a block of tokens, the hidden state
-/// h (D×N) and per-token vectors. Sized once per (D, N, block); later calls of the same
-/// size allocate nothing.
+/// Tokens per block of the scan: enough for the projections to run at matrix-product speed,
+/// few enough that a block's projections ((2D+2N)·block numbers with its tokens and
+/// outputs) stay in the L2 cache. Independent of the thread count (see selective_scan).
+inline Eigen::Index scan_block(Eigen::Index D, Eigen::Index N) {
+    return std::clamp<Eigen::Index>(65536 / (3 * D + 2 * N), 128, 256);
+}
+
+/// Tokens per chunk of the projections: the unit of work of one thread, the same for every
+/// thread count. A chunk's matrix product is large enough for Eigen's kernels and small
+/// enough that its packing buffers stay on the stack at the sizes the tests check.
+constexpr Eigen::Index kProjectionChunk = 32;
+
+/// Channels per chunk of the recurrence on `threads` threads: a whole number of SIMD packets
+/// (16 lanes covers AVX-512 floats), so every channel takes the same code path (packet or
+/// scalar tail) whatever the chunks, and at least 32 channels so a chunk is worth a thread.
+template <typename Scalar>
+Eigen::Index channel_chunk(Eigen::Index D, int threads) {
+    constexpr Eigen::Index lanes = 16, smallest = 32;
+    if (threads <= 1) return std::max<Eigen::Index>(D, 1);
+    const Eigen::Index share = (D + threads - 1) / threads;
+    return std::max(smallest, (share + lanes - 1) / lanes * lanes);
+}
+
+/// Per-thread scratch of the scan: a block's tokens, projections (rows Δ, B, C), structured
+/// decays e^{Δ ⊙ A_{·,0}} and outputs, the hidden state h (D×N) and the stacked projection
+/// matrix. Sized once per (D, N, R, block); later calls of the same size allocate nothing.
 template <typename Scalar>
 struct ScanWorkspace {
-    MatrixX<Scalar> delta, decay0, B, C;            // Δ = φ(S_Δ X + b_Δ), e^{Δ ⊙ A_{·,0}} (D×block); S_B X, S_C X (N×block)
+    MatrixX<Scalar> x, proj, decay0, y;             // D×block, (D+2N)×block, D×block, D×block
     MatrixX<Scalar> h;                              // h_l (D×N)
     Eigen::Array<Scalar, Eigen::Dynamic, 1> u;      // zero-order hold: e^{Δ_l A_{·,n}} − 1 (D)
-    VectorX<Scalar> x, y;                           // x_l and y_l (D), contiguous for the kernel
+    StackedProjection<Scalar> stack;
 
-    void resize(Eigen::Index d, Eigen::Index n, Eigen::Index block) {
-        delta.resize(d, block);
+    void resize(const S6Params<Scalar>& params, Eigen::Index block) {
+        const Eigen::Index d = params.dim(), n = params.state_dim();
+        x.resize(d, block);
+        proj.resize(d + 2 * n, block);
         decay0.resize(d, block);
-        B.resize(n, block);
-        C.resize(n, block);
+        y.resize(d, block);
         h.resize(d, n);
         u.resize(d);
-        x.resize(d);
-        y.resize(d);
+        stack.set(params);
+        stack.reserve(block);
     }
 
     /// One workspace per thread and scalar type: the scan stays allocation-free and a
@@ -107,10 +133,14 @@ struct LayerOptions {
 /// \param X       D×L tokens, column l is token l, or the flat state (length D·L)
 /// \param Y       the output in the same form as X, written; may not alias X
 /// \param options discretisation, skip and gate (sizes checked: std::invalid_argument)
+/// \param threads OpenMP threads for this one scan (1: the calling thread alone; without
+///                OpenMP always 1). Channels and token chunks are split between them and
+///                the result is bitwise the same for every thread count. Leave it at 1
+///                inside parallel sweeps, which already use every core.
 template <typename Scalar, typename StepSizeMap, typename XDerived, typename YDerived>
 void selective_scan(const S6Params<Scalar>& params, const StepSizeMap& phi,
                     const Eigen::MatrixBase<XDerived>& X, const Eigen::MatrixBase<YDerived>& Y_,
-                    const LayerOptions<Scalar>& options) {
+                    const LayerOptions<Scalar>& options, int threads = 1) {
     auto& Y = const_cast<Eigen::MatrixBase<YDerived>&>(Y_);  // Eigen's idiom for writable expressions
     const Eigen::Index n_state = params.state_dim(), D = params.dim();
     if (D >= 1 && X.rows() != D && X.cols() == 1 && X.rows() % D == 0) {
@@ -122,7 +152,7 @@ void selective_scan(const S6Params<Scalar>& params, const StepSizeMap& phi,
                                         std::to_string(Y.cols()));
         const MatrixX<Scalar> tokens = to_token_matrix(X, D, "X");
         MatrixX<Scalar> out(D, tokens.cols());
-        selective_scan(params, phi, tokens, out, options);
+        selective_scan(params, phi, tokens, out, options, threads);
         Y = Eigen::Map<const VectorX<Scalar>>(out.data(), out.size());
         return;
     }
@@ -139,61 +169,109 @@ void selective_scan(const S6Params<Scalar>& params, const StepSizeMap& phi,
                                     std::to_string(X.cols()));
     const bool zoh = options.discretization == Discretization::ZeroOrderHold;
 
-    // Tokens go in blocks: the projections of a block as three matrix products (far faster
-    // than a matrix-vector product per token), then the recurrence through the block. A
-    // block's scratch, 4·block·D doubles, stays in cache, and Eigen keeps its packing
-    // buffers on the stack (no allocation while D·max(D, N) ≤ 8192).
-    const Eigen::Index L = X.cols(), block = std::clamp<Eigen::Index>(4096 / D, 16, 1024);
+    // Tokens go in blocks. Per block: the projections of chunks of kProjectionChunk tokens
+    // as matrix products with the stacked [S_Δ; S_B; S_C] (S_Δ low rank: two products),
+    // then the recurrence through the block for chunks of channels (channels are
+    // independent). Threads take chunks of either kind; the chunks are the same for every
+    // thread count and no chunk's arithmetic depends on which thread runs it, so every
+    // thread count gives the same bits.
+    const Eigen::Index L = X.cols(), block = std::min(detail::scan_block(D, n_state), L);
     auto& ws = detail::ScanWorkspace<Scalar>::local();
-    ws.resize(D, n_state, std::min(block, L));
+    ws.resize(params, block);
     const detail::DecayPattern pattern = zoh ? detail::DecayPattern::General : detail::decay_pattern(params.A);
     auto kernel = pattern == detail::DecayPattern::General    ? detail::scan_token<detail::DecayPattern::General, Scalar>
                   : pattern == detail::DecayPattern::Harmonic ? detail::scan_token<detail::DecayPattern::Harmonic, Scalar>
                                                               : detail::scan_token<detail::DecayPattern::Equal, Scalar>;
     ws.h.setZero();
-    for (Eigen::Index first = 0; first < L; first += block) {
-        const Eigen::Index count = std::min(block, L - first);
-        const auto tokens = X.middleCols(first, count);
-        auto delta = ws.delta.leftCols(count), decay0 = ws.decay0.leftCols(count);
-        auto B = ws.B.leftCols(count), C = ws.C.leftCols(count);
-        delta.noalias() = params.S_Delta * tokens;
-        B.noalias() = params.S_B * tokens;
-        C.noalias() = params.S_C * tokens;
+    const Eigen::Index column_chunks = (block + detail::kProjectionChunk - 1) / detail::kProjectionChunk;
+    const Eigen::Index channel_width = detail::channel_chunk<Scalar>(D, threads);
+    const Eigen::Index channel_chunks = (D + channel_width - 1) / channel_width;
+    const Eigen::Index rows = D + 2 * n_state;
+
+    // Projections of tokens [first + c·chunk, …) of the block starting at `first`.
+    auto project = [&](Eigen::Index first, Eigen::Index count, Eigen::Index c) {
+        const Eigen::Index begin = c * detail::kProjectionChunk;
+        if (begin >= count) return;
+        const Eigen::Index width = std::min(detail::kProjectionChunk, count - begin);
+        auto x = ws.x.middleCols(begin, width);
+        x = X.middleCols(first + begin, width);
+        auto proj = ws.proj.block(0, begin, rows, width);
+        ws.stack.apply(x, proj, begin);
+        auto delta = proj.topRows(D);
         delta.colwise() += params.delta_bias;
         auto delta_array = delta.array();
         detail::apply_step_size(phi, delta_array, delta_array);  // entrywise, so in place is safe
-        if (pattern != detail::DecayPattern::General) {
-            // The structured layouts' one exponential per channel and token, in one long
-            // vectorised loop.
-            decay0.array() = delta.array().colwise() * params.A.col(0).array();
-            decay0.array() = decay0.array().exp();
-        }
+        if (pattern != detail::DecayPattern::General)  // the structured layouts' one exp per channel
+            ws.decay0.middleCols(begin, width).array() = (delta.array().colwise() * params.A.col(0).array()).exp();
+    };
+    // The recurrence through the block for channels [c·width, …).
+    auto recur = [&](Eigen::Index count, Eigen::Index c) {
+        const Eigen::Index d0 = c * channel_width, dn = std::min(channel_width, D - d0);
         for (Eigen::Index j = 0; j < count; ++j) {
-            const Eigen::Index l = first + j;
-            ws.x = X.col(l);
-            const VectorX<Scalar>& x = ws.x;
+            Scalar* y = &ws.y(d0, j);
+            const Scalar* x = &ws.x(d0, j);
+            const Scalar* B = &ws.proj(D, j);
+            const Scalar* C = &ws.proj(D + n_state, j);
             if (zoh) {
-                ws.y.setZero();
+                auto yv = ws.y.col(j).segment(d0, dn);
+                yv.setZero();
+                const auto xv = ws.x.col(j).segment(d0, dn).array();
+                const auto step = ws.proj.col(j).segment(d0, dn).array();
                 for (Eigen::Index n = 0; n < n_state; ++n) {
-                    const auto a = params.A.col(n).array();
-                    ws.u = (a * delta.col(j).array()).expm1();  // e^{ΔA} − 1, accurate for small ΔA
-                    ws.h.col(n).array() = (ws.u + 1) * ws.h.col(n).array() + ws.u / a * x.array() * B(n, j);
-                    ws.y += ws.h.col(n) * C(n, j);
+                    const auto a = params.A.col(n).segment(d0, dn).array();
+                    auto u = ws.u.segment(d0, dn);
+                    u = (a * step).expm1();  // e^{ΔA} − 1, accurate for small ΔA
+                    auto hn = ws.h.col(n).segment(d0, dn).array();
+                    hn = (u + 1) * hn + u / a * xv * B[n];
+                    yv += ws.h.col(n).segment(d0, dn) * C[n];
                 }
             } else {
-                kernel(ws.h.data(), params.A.data(), params.A.outerStride(), &delta(0, j), &decay0(0, j), ws.x.data(),
-                       &B(0, j), &C(0, j), ws.y.data(), D, n_state);
-            }
-            Y.col(l) = ws.y;
-            if (skip) Y.col(l) += options.D_skip.cwiseProduct(x);
-            if (gate) {
-                const auto z = options.gate.col(l).array();
-                Y.col(l).array() *= z / (1 + (-z).exp());  // silu(z) = z·sigmoid(z)
+                kernel(&ws.h(d0, 0), D, &params.A(d0, 0), params.A.outerStride(), &ws.proj(d0, j),
+                       &ws.decay0(d0, j), x, B, C, y, dn, n_state);
             }
         }
+    };
+    // The output of tokens [first + c·chunk, …): skip and gate by whole columns, since a
+    // vectorised exp over a range of channels may take its scalar path for other channels
+    // than over all of them.
+    auto output = [&](Eigen::Index first, Eigen::Index count, Eigen::Index c) {
+        const Eigen::Index begin = c * detail::kProjectionChunk;
+        if (begin >= count) return;
+        const Eigen::Index width = std::min(detail::kProjectionChunk, count - begin);
+        auto out = Y.middleCols(first + begin, width);
+        out = ws.y.middleCols(begin, width);
+        if (skip) out += (ws.x.middleCols(begin, width).array().colwise() * options.D_skip.array()).matrix();
+        if (gate) {
+            const auto z = options.gate.middleCols(first + begin, width).array();
+            out.array() *= z / (1 + (-z).exp());  // silu(z) = z·sigmoid(z)
+        }
+    };
+    detail::SerialEigenProducts serial_products;
+    // Threads only when the recurrence splits: at small D (one chunk of channels) the
+    // barriers would cost more than the projections' share gains.
+    const int team = static_cast<int>(std::min<Eigen::Index>(std::max(threads, 1), channel_chunks));
+#ifdef _OPENMP
+#pragma omp parallel num_threads(team) if (team > 1)
+#endif
+    {
+        for (Eigen::Index first = 0; first < L; first += block) {
+            const Eigen::Index count = std::min(block, L - first);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (Eigen::Index c = 0; c < column_chunks; ++c) project(first, count, c);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (Eigen::Index c = 0; c < channel_chunks; ++c) recur(count, c);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (Eigen::Index c = 0; c < column_chunks; ++c) output(first, count, c);
+        }
     }
+    (void)team;
 }
-
 /// The S6 layer of the paper (Mamba's discretisation, no skip, no gate): the right-hand
 /// side of dX/dt = S6(X).
 template <typename Scalar, typename StepSizeMap, typename XDerived, typename YDerived>
@@ -217,10 +295,11 @@ template <typename Scalar, typename StepSizeMap = Softplus>
 MatrixX<Scalar> selective_scan_reference(const S6Params<Scalar>& params, const MatrixX<Scalar>& X,
                                          const StepSizeMap& phi = {}) {
     const Eigen::Index D = X.rows(), L = X.cols(), N = params.state_dim();
+    const MatrixX<Scalar> S_Delta = params.step_matrix();
     MatrixX<Scalar> Delta(D, L), B(N, L), C(N, L);
     for (Eigen::Index l = 0; l < L; ++l) {
         for (Eigen::Index d = 0; d < D; ++d)
-            Delta(d, l) = phi(Scalar(params.S_Delta.row(d).dot(X.col(l)) + params.delta_bias(d)));
+            Delta(d, l) = phi(Scalar(S_Delta.row(d).dot(X.col(l)) + params.delta_bias(d)));
         B.col(l) = params.S_B * X.col(l);
         C.col(l) = params.S_C * X.col(l);
     }
@@ -247,6 +326,6 @@ MatrixX<Scalar> selective_scan_reference(const S6Params<Scalar>& params, const M
 namespace ssmdyn {
 extern template void selective_scan<double, Softplus, Eigen::Map<const MatrixX<double>>, Eigen::Map<MatrixX<double>>>(
     const S6Params<double>&, const Softplus&, const Eigen::MatrixBase<Eigen::Map<const MatrixX<double>>>&,
-    const Eigen::MatrixBase<Eigen::Map<MatrixX<double>>>&, const LayerOptions<double>&);
+    const Eigen::MatrixBase<Eigen::Map<MatrixX<double>>>&, const LayerOptions<double>&, int);
 }  // namespace ssmdyn
 #endif

@@ -3,6 +3,8 @@
 /// The continuous-time limit of the deep selective SSM, dX/dt = S6(X), as an odeint System.
 
 #include <memory>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -53,8 +55,23 @@ public:
     void operator()(const State& x, State& dxdt, Scalar /*t*/) const {
         const Eigen::Index d = m_params->dim();
         dxdt.resize(x.size());  // no-op when odeint already sized it
-        selective_scan(*m_params, m_phi, token_matrix(x, d), token_matrix(dxdt, d));
+        selective_scan(*m_params, m_phi, token_matrix(x, d), token_matrix(dxdt, d), LayerOptions<Scalar>{},
+                       m_threads);
     }
+
+    /// Threads inside one right-hand side (OpenMP; 1, the default, is the calling thread
+    /// alone). The results are bitwise the same for every count. Worth it for real-size
+    /// layers (D in the hundreds or more); leave it at 1 inside sweeps, which already use
+    /// every core. Throws std::invalid_argument unless threads ≥ 1.
+    SelectiveSystem& set_threads(int threads) {
+        if (threads < 1)
+            throw std::invalid_argument("SelectiveSystem::set_threads: need at least 1 thread, got " +
+                                        std::to_string(threads));
+        m_threads = threads;
+        return *this;
+    }
+    /// Threads inside one right-hand side (see set_threads).
+    int threads() const { return m_threads; }
 
     /// Throws std::invalid_argument unless x is a non-empty, finite D·L state.
     void validate_state(const State& x) const { validate_tokens(*m_params, x); }
@@ -74,6 +91,7 @@ private:
 
     std::shared_ptr<const Params> m_params;
     StepSizeMap m_phi;
+    int m_threads = 1;
 };
 
 }  // namespace ssmdyn

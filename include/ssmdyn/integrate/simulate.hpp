@@ -8,6 +8,8 @@
 /// of the library's forms. For a stepper of your own, call integrate_guarded() directly.
 
 #include <cmath>
+#include <limits>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -68,6 +70,13 @@ void check_stepper_options(const SimulateOptions<Scalar>& o) {
     using std::isfinite;
     if (!(o.rtol >= 0) || !(o.atol >= 0) || !isfinite(o.rtol) || !isfinite(o.atol) || o.rtol + o.atol == 0)
         throw std::invalid_argument("rtol and atol must be finite, >= 0 and not both 0");
+    const Scalar eps = std::numeric_limits<Scalar>::epsilon();
+    if (o.rtol != 0 && o.rtol < 4 * eps) {
+        std::ostringstream os;
+        os << "rtol = " << double(o.rtol) << " is below what this precision resolves (epsilon "
+           << double(eps) << "): use rtol >= " << double(4 * eps) << " or 0";
+        throw std::invalid_argument(os.str());
+    }
     if (o.error_norm == ErrorNorm::Rms && o.stepper == Stepper::BulirschStoer)
         throw std::invalid_argument("error_norm rms applies to dopri5, cash_karp and fehlberg78, not bulirsch_stoer");
 }

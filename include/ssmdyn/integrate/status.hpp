@@ -6,6 +6,7 @@
 /// `parse_*` inverse, so that it travels as a name (JSON, CSV, command line), never as a
 /// number. Needs only core: code that just reads results does not pay for odeint.
 
+#include <algorithm>
 #include <cstddef>
 #include <functional>
 #include <limits>
@@ -148,10 +149,12 @@ template <typename Scalar = double>
 struct SimulateOptions {
     /// The stepper simulate() builds.
     Stepper stepper = Stepper::Dopri5;
-    /// Relative tolerance of the error-controlled steppers simulate() builds, >= 0.
-    Scalar rtol = Scalar(1e-8);
-    /// Absolute tolerance of the error-controlled steppers simulate() builds, >= 0 (not both zero).
-    Scalar atol = Scalar(1e-10);
+    /// Relative tolerance of the error-controlled steppers simulate() builds: 0, or at
+    /// least 4 ε of Scalar. Default 1e-8, or 100 ε where that is larger (float: 1.2e-5).
+    Scalar rtol = std::max(Scalar(1e-8), Scalar(100) * std::numeric_limits<Scalar>::epsilon());
+    /// Absolute tolerance of the error-controlled steppers simulate() builds, >= 0 (not
+    /// both zero). Default rtol / 100 (double: 1e-10).
+    Scalar atol = std::max(Scalar(1e-8), Scalar(100) * std::numeric_limits<Scalar>::epsilon()) / Scalar(100);
     /// How the Runge–Kutta pairs combine the components of the error (Rms: as SciPy and
     /// Hairer's codes do, for like-for-like comparisons). Bulirsch–Stoer has its own
     /// maximum norm and rejects Rms; rk4 has no error control and ignores it.

@@ -52,11 +52,10 @@ struct MambaLayer {
     Eigen::Index d_inner = 0;
     /// State size N per channel, Mamba's d_state.
     Eigen::Index n_state = 0;
-    /// Rank of the step-size projection, Mamba's dt_rank.
+    /// Rank of the step-size projection, Mamba's dt_rank (S_Δ is kept as its factors:
+    /// params.S_Delta_up = dt_proj.weight, params.S_Delta_down = x_proj.weight's first
+    /// dt_rank rows).
     Eigen::Index dt_rank = 0;
-    /// The factors of S_Δ = dt_weight · dt_input: dt_proj.weight (d_inner × dt_rank) and
-    /// x_proj.weight's first dt_rank rows (dt_rank × d_inner).
-    MatrixX<double> dt_weight, dt_input;
 };
 
 /// Default tensor-name prefix of mixer layer {i}, as in Hugging Face and mamba_ssm checkpoints.
@@ -156,25 +155,19 @@ MambaLayer load_mamba_layer(const Tensors& file, int layer, const std::string& p
     expect(dt_bias_key, b_shape, {d_inner}, "d_inner");
     expect(d_key, d_shape, {d_inner}, "d_inner");
 
-    // Everything below is sized by the header: refuse before allocating any of it. The
-    // dense S_Delta (d_inner x d_inner) dominates: a checkpoint of a few hundred KB can
-    // declare a d_inner whose S_Delta needs more memory than the machine has.
+    // Everything below is sized by the header: refuse before allocating any of it (a
+    // checkpoint of a few hundred KB can declare sizes the machine cannot hold). S_Delta
+    // stays factored, so the parameters are linear in d_inner.
     {
         const auto d = static_cast<std::size_t>(d_inner), N = static_cast<std::size_t>(n),
                    R = static_cast<std::size_t>(rank);
-        const std::size_t s_delta = checked_bytes(d, d, sizeof(double));
         const std::size_t total = checked_sum(
-            s_delta,                                                        // S_Delta
-            checked_bytes(checked_sum(R, checked_bytes(2, N, 1)), d, sizeof(double)),  // x_proj
+            checked_bytes(2, checked_sum(R, checked_bytes(2, N, 1)), d, sizeof(double)),  // x_proj, its rows
             checked_bytes(d, R, sizeof(double)),                            // dt_proj.weight
-            checked_bytes(2, N, d, sizeof(double)),                         // S_B, S_C
             checked_bytes(2, d, N, sizeof(double)),                         // A_log, A
             checked_bytes(2, d, sizeof(double)));                           // delta_bias, D
         check_allocation(total, where + "its S6 parameters with d_inner = " + std::to_string(d_inner) +
-                                    ", N = " + std::to_string(n) + ", dt_rank = " + std::to_string(rank) +
-                                    " (the dense S_Delta = " + dt_weight_key + " * rows [0, dt_rank) of " +
-                                    x_key + " alone is " + std::to_string(d_inner) + " x " +
-                                    std::to_string(d_inner) + " doubles, " + format_bytes(s_delta) + ")");
+                                    ", N = " + std::to_string(n) + ", dt_rank = " + std::to_string(rank));
     }
 
     MambaLayer out;
@@ -188,10 +181,8 @@ MambaLayer load_mamba_layer(const Tensors& file, int layer, const std::string& p
         const MatrixX<double> dt_weight = file.matrix(dt_weight_key);
         out.params.S_B = x_proj.middleRows(r, N);
         out.params.S_C = x_proj.middleRows(r + N, N);
-        out.params.S_Delta.resize(out.d_inner, out.d_inner);
-        out.params.S_Delta.noalias() = dt_weight * x_proj.topRows(r);  // no temporary of d_inner^2
-        out.dt_weight = dt_weight;
-        out.dt_input = x_proj.topRows(r);
+        out.params.S_Delta_up = dt_weight;
+        out.params.S_Delta_down = x_proj.topRows(r);
     }
     out.params.delta_bias = file.vector(dt_bias_key);
     // Scalar std::exp, not Eigen's vectorised exp: that one clamps its argument, so
@@ -209,7 +200,8 @@ MambaLayer load_mamba_layer(const Tensors& file, int layer, const std::string& p
             return "rows [" + std::to_string(lo) + ", " + std::to_string(hi) + ") of " + x_key;
         };
         const std::string& field = e.field();
-        const std::string origin = field == "S_Delta"      ? "S_Delta = " + dt_weight_key + " * " + rows_of_x(0, r)
+        const std::string origin = field == "S_Delta_up"     ? "S_Delta_up = " + dt_weight_key
+                                   : field == "S_Delta_down" ? "S_Delta_down = " + rows_of_x(0, r)
                                    : field == "S_B"        ? "S_B = " + rows_of_x(r, r + N)
                                    : field == "S_C"        ? "S_C = " + rows_of_x(r + N, r + 2 * N)
                                    : field == "delta_bias" ? "delta_bias = " + dt_bias_key

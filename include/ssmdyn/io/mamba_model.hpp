@@ -280,22 +280,21 @@ MambaModel<Scalar> load_mamba_model(const Checkpoint& ckpt) {
     const MambaCheckpointInfo info = inspect_mamba_checkpoint(ckpt);
     const MambaConfig& c = info.config;
     {
-        // The weights as Scalar, the dense S_Δ of every layer, and a double copy of the
-        // largest tensor while it is read.
+        // The weights as Scalar (S_Δ stays factored) and a double copy of the largest
+        // tensor while it is read.
         const auto d = static_cast<std::size_t>(c.d_model), di = static_cast<std::size_t>(c.d_inner),
                    n = static_cast<std::size_t>(c.d_state), r = static_cast<std::size_t>(c.dt_rank),
                    v = static_cast<std::size_t>(c.vocab_size), k = static_cast<std::size_t>(c.d_conv);
         const std::size_t per_layer = checked_sum(checked_bytes(2 * di, d, 1), checked_bytes(di, k + 1, 1),
                                                   checked_bytes(r + 2 * n, di, 1), checked_bytes(di, r + 2 + n, 1),
-                                                  checked_bytes(d, di, 1), checked_bytes(di, di, 1), 2 * d);
+                                                  checked_bytes(d, di, 1), 2 * d);
         const std::size_t numbers = checked_sum(checked_bytes(per_layer, static_cast<std::size_t>(c.n_layers), 1),
                                                 checked_bytes(info.lm_head ? 2 : 1, v, d), 2 * d);
         const std::size_t bytes = checked_sum(checked_bytes(numbers, sizeof(Scalar), 1),
                                               checked_bytes(std::max(v * d, 2 * di * d), sizeof(double), 1));
         check_allocation(bytes, "checkpoint '" + ckpt.path() + "': a model of " + std::to_string(c.n_layers) +
                                     " layers, d_model = " + std::to_string(c.d_model) + ", d_inner = " +
-                                    std::to_string(c.d_inner) + ", vocab_size = " + std::to_string(c.vocab_size) +
-                                    " (with the dense d_inner x d_inner S_Delta of every layer)");
+                                    std::to_string(c.d_inner) + ", vocab_size = " + std::to_string(c.vocab_size));
     }
     auto finite = [&](const std::string& name, const auto& m) {
         if (!m.allFinite()) throw std::invalid_argument("checkpoint '" + ckpt.path() + "': " + name + " is not all finite");
@@ -328,11 +327,10 @@ MambaModel<Scalar> load_mamba_model(const Checkpoint& ckpt) {
         const MambaLayer s6 = load_mamba_layer(ckpt, static_cast<int>(k));
         m.s6.S_B = s6.params.S_B.template cast<Scalar>();
         m.s6.S_C = s6.params.S_C.template cast<Scalar>();
-        m.s6.S_Delta = s6.params.S_Delta.template cast<Scalar>();
+        m.s6.S_Delta_up = s6.params.S_Delta_up.template cast<Scalar>();
+        m.s6.S_Delta_down = s6.params.S_Delta_down.template cast<Scalar>();
         m.s6.delta_bias = s6.params.delta_bias.template cast<Scalar>();
         m.s6.A = s6.params.A.template cast<Scalar>();
-        m.dt_weight = s6.dt_weight.template cast<Scalar>();
-        m.dt_input = s6.dt_input.template cast<Scalar>();
         m.D_skip = s6.D_skip.template cast<Scalar>();
         m.out_proj = matrix(detail::layer_name(k, "mixer.out_proj.weight"));
         if (info.out_proj_bias) m.out_proj_bias = vector(detail::layer_name(k, "mixer.out_proj.bias"));
@@ -366,10 +364,10 @@ std::vector<NamedTensor> mamba_tensors(const MambaModel<Scalar>& model, MambaNam
         conv.shape = {m.conv_weight.rows(), 1, m.conv_weight.cols()};
         t.push_back(std::move(conv));
         if (m.conv_bias.size() != 0) t.push_back(NamedTensor::from_vector(name("mixer.conv1d.bias"), m.conv_bias, dtype));
-        MatrixX<Scalar> x_proj(m.dt_input.rows() + 2 * m.s6.state_dim(), m.d_inner());
-        x_proj << m.dt_input, m.s6.S_B, m.s6.S_C;
+        MatrixX<Scalar> x_proj(m.s6.S_Delta_down.rows() + 2 * m.s6.state_dim(), m.d_inner());
+        x_proj << m.s6.S_Delta_down, m.s6.S_B, m.s6.S_C;
         t.push_back(NamedTensor::from_matrix(name("mixer.x_proj.weight"), x_proj, dtype));
-        t.push_back(NamedTensor::from_matrix(name("mixer.dt_proj.weight"), m.dt_weight, dtype));
+        t.push_back(NamedTensor::from_matrix(name("mixer.dt_proj.weight"), m.s6.S_Delta_up, dtype));
         t.push_back(NamedTensor::from_vector(name("mixer.dt_proj.bias"), m.s6.delta_bias, dtype));
         t.push_back(NamedTensor::from_matrix(name("mixer.A_log"), (-m.s6.A.array()).log().matrix(), dtype));
         t.push_back(NamedTensor::from_vector(name("mixer.D"), m.D_skip, dtype));

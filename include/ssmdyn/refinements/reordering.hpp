@@ -34,7 +34,7 @@ VectorX<Scalar> importance_scores(const S6Params<Scalar>& params, const Eigen::M
     const MatrixX<Scalar> tokens = to_token_matrix(X, params.dim());
     VectorX<Scalar> weights(k.size());
     for (Eigen::Index d = 0; d < k.size(); ++d) weights(d) = k(d);  // k: row or column
-    return ((params.S_Delta * tokens).colwise() + params.delta_bias).transpose() * weights;
+    return (params.step_projection(tokens).colwise() + params.delta_bias).transpose() * weights;
 }
 
 /// The order that sorts `scores` increasingly; equal scores keep their original order.

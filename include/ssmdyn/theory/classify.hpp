@@ -186,7 +186,7 @@ Classification<Scalar> classify(const S6Params<Scalar>& params, const Eigen::Mat
     }
 
     // D = 1 from here: μ is the scalar Σ_n μ_n and token 1 is always exact.
-    const Scalar mu = c.mu(0, 0), s = params.S_Delta(0, 0), b = params.delta_bias(0);
+    const Scalar mu = c.mu(0, 0), s = params.step_matrix()(0, 0), b = params.delta_bias(0);
     const Scalar x1 = x0(0);
     if (detail::first_token_fate(mu, s, x1) == TokenFate::BlowsUp)
         c.first_token_blowup_time = first_token_blowup_time(OneDimensional<Scalar>{mu, s, Scalar(1), b}, x1);

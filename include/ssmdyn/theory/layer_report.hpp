@@ -97,9 +97,9 @@ LayerReport mamba_layer_report(const MambaMixer<Scalar>& mixer, Eigen::Index lay
     r.mu_sym_positive = (r.mu_sym_eigenvalues.array() > tol).count();
     r.mu_sym_negative = (r.mu_sym_eigenvalues.array() < -tol).count();
     r.scenario = detail::mu_scenario(r.mu_sym_eigenvalues);
-    const VectorX<double> sigma = mixer.dt_weight.size() != 0
-                                      ? detail::low_rank_singular_values(mixer.dt_weight.template cast<double>(),
-                                                                         mixer.dt_input.template cast<double>())
+    const VectorX<double> sigma = p.low_rank_step()
+                                      ? detail::low_rank_singular_values(p.S_Delta_up.template cast<double>(),
+                                                                         p.S_Delta_down.template cast<double>())
                                       : Eigen::JacobiSVD<MatrixX<double>>(p.S_Delta.template cast<double>()).singularValues();
     const double cut = double(D) * std::numeric_limits<double>::epsilon() * (sigma.size() ? sigma.maxCoeff() : 0.0);
     r.s_delta_rank = (sigma.array() > cut).count();
