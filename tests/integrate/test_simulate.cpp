@@ -1,5 +1,8 @@
 #include "support.hpp"
 
+#include <limits>
+#include <string>
+
 #include <ssmdyn/integrate/simulate.hpp>
 #include <ssmdyn/core/system.hpp>
 
@@ -315,4 +318,24 @@ TEST_CASE("every enum reads back from its name; unknown names list the valid one
     CHECK(test::message_of([] { (void)ssmdyn::parse_record("all"); }) == "record 'all' is unknown; use none, steps or times");
     CHECK(test::message_of([] { (void)ssmdyn::parse_stepper("euler"); }) ==
           "stepper 'euler' is unknown; use dopri5, cash_karp, fehlberg78, bulirsch_stoer, rk4 or rosenbrock4");
+}
+
+TEST_CASE("simulate runs in float with float-sized default tolerances and agrees with double") {
+    const auto pd = ssmdyn::S6Params<double>::one_dimensional({-1.0, 0.5, 1.0, 0.0});
+    const ssmdyn::SelectiveSystem<double> sd(pd);
+    const ssmdyn::SelectiveSystem<float> sf(pd.cast<float>());
+    ssmdyn::StateVector<double> x(3);
+    x << 1.0, -0.5, 2.0;
+    const auto rd = ssmdyn::simulate(sd, x, 5.0);
+    const ssmdyn::StateVector<float> xf = x.cast<float>();
+    const auto rf = ssmdyn::simulate(sf, xf, 5.0f);
+    CHECK(ssmdyn::SimulateOptions<float>{}.rtol == Approx(100 * std::numeric_limits<float>::epsilon()));
+    REQUIRE(rd.status == ssmdyn::Status::Completed);
+    REQUIRE(rf.status == ssmdyn::Status::Completed);
+    CHECK(test::max_rel_err(rf.x_final.cast<double>(), rd.x_final) < 1e-4);
+    // A tolerance below float's precision is refused, not run into a step-size collapse.
+    ssmdyn::SimulateOptions<float> tight;
+    tight.rtol = 1e-8f;
+    CHECK(test::message_of([&] { ssmdyn::simulate(sf, xf, 5.0f, tight); }).find("below what this precision resolves") !=
+          std::string::npos);
 }
