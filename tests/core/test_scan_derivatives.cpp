@@ -299,6 +299,32 @@ TEST_CASE("the JVP equals a central difference of the scan") {
         }
 }
 
+/// Every VJP output (gX and the gradients g of q's loss) against central differences of
+/// the loss, input by input, entry by entry.
+void check_by_central_differences(Problem& q, Matrix& gX, Gradients& g) {
+    const auto got = outputs(gX, g);
+    const auto in = inputs(q);
+    REQUIRE(got.size() == in.size());
+    for (std::size_t k = 0; k < in.size(); ++k) {
+        CAPTURE(in[k].name);
+        REQUIRE(got[k].size == in[k].size);
+        Vector fd(in[k].size);
+        for (Eigen::Index i = 0; i < in[k].size; ++i) {
+            double& theta = in[k].data[i];
+            const double old = theta, h = 1e-6 * std::max(1.0, std::abs(old));
+            theta = old + h;
+            const double up = loss(q);
+            theta = old - h;
+            const double down = loss(q);
+            theta = old;
+            fd(i) = (up - down) / (2 * h);
+        }
+        // The floor: a gradient that is exactly zero (A at L = 1, where h_0 = 0)
+        // is matched by differences of rounding size.
+        CHECK(norm_err(got[k].vec(), fd, 1e-3) <= 1e-6);
+    }
+}
+
 TEST_CASE("the VJP's gX and every parameter gradient equal central differences, entry by entry") {
     std::mt19937 rng(102);
     for (Size s : kSizes)
@@ -306,27 +332,7 @@ TEST_CASE("the VJP's gX and every parameter gradient equal central differences, 
             CAPTURE(s.L, s.D, s.N, describe(extras));
             Problem q = make_problem(rng, s, extras);
             auto [gX, g] = vjp(q);
-            const auto got = outputs(gX, g);
-            const auto in = inputs(q);
-            REQUIRE(got.size() == in.size());
-            for (std::size_t k = 0; k < in.size(); ++k) {
-                CAPTURE(in[k].name);
-                REQUIRE(got[k].size == in[k].size);
-                Vector fd(in[k].size);
-                for (Eigen::Index i = 0; i < in[k].size; ++i) {
-                    double& theta = in[k].data[i];
-                    const double old = theta, h = 1e-6 * std::max(1.0, std::abs(old));
-                    theta = old + h;
-                    const double up = loss(q);
-                    theta = old - h;
-                    const double down = loss(q);
-                    theta = old;
-                    fd(i) = (up - down) / (2 * h);
-                }
-                // The floor: a gradient that is exactly zero (A at L = 1, where h_0 = 0)
-                // is matched by differences of rounding size.
-                CHECK(norm_err(got[k].vec(), fd, 1e-3) <= 1e-6);
-            }
+            check_by_central_differences(q, gX, g);
         }
 }
 
@@ -567,25 +573,7 @@ TEST_CASE("low-rank S_Delta: every gradient equals central differences, and the 
                 make_low_rank(rng, q, R);
                 auto [gX, g] = vjp(q);
                 CHECK(g.S_Delta.size() == 0);
-                const auto got = outputs(gX, g);
-                const auto in = inputs(q);
-                REQUIRE(got.size() == in.size());
-                for (std::size_t k = 0; k < in.size(); ++k) {
-                    CAPTURE(in[k].name);
-                    REQUIRE(got[k].size == in[k].size);
-                    Vector fd(in[k].size);
-                    for (Eigen::Index i = 0; i < in[k].size; ++i) {
-                        double& theta = in[k].data[i];
-                        const double old = theta, h = 1e-6 * std::max(1.0, std::abs(old));
-                        theta = old + h;
-                        const double up = loss(q);
-                        theta = old - h;
-                        const double down = loss(q);
-                        theta = old;
-                        fd(i) = (up - down) / (2 * h);
-                    }
-                    CHECK(norm_err(got[k].vec(), fd, 1e-3) <= 1e-6);
-                }
+                check_by_central_differences(q, gX, g);
                 // The same layer with S_Δ multiplied out: same output, JVP and gX; the
                 // factors' gradients are G·Downᵀ and Upᵀ·G for the dense gradient G.
                 Problem dense = q;
