@@ -302,7 +302,7 @@ TEST_CASE("cli: simulate: the full form gives what ssmdyn::simulate gives, with 
     }
 }
 
-TEST_CASE("cli: simulate: a low-rank S_Delta in the config gives what the library gives with its factors") {
+TEST_CASE("cli: simulate: S_Delta_factors in the config gives what the library gives with the factors") {
     const SmallProblem problem;
     ssmdyn::S6Params<double> p = problem.params;
     p.S_Delta_up = Eigen::MatrixXd::Constant(p.dim(), 1, 0.5);
@@ -311,8 +311,7 @@ TEST_CASE("cli: simulate: a low-rank S_Delta in the config gives what the librar
     p.S_Delta.resize(0, 0);
     Json config = full_config(problem.params, problem.tokens);
     config["model"].erase("S_Delta");
-    config["model"]["S_Delta_up"] = matrix_json(p.S_Delta_up);
-    config["model"]["S_Delta_down"] = matrix_json(p.S_Delta_down);
+    config["model"]["S_Delta_factors"] = {{"W_dt", matrix_json(p.S_Delta_up)}, {"W_x", matrix_json(p.S_Delta_down)}};
     ScratchDir dir;
     write_file(dir / "low_rank.json", config.dump());
     ssmdyn::SimulateOptions<double> options;
@@ -326,7 +325,102 @@ TEST_CASE("cli: simulate: a low-rank S_Delta in the config gives what the librar
     write_file(dir / "both.json", config.dump());
     const Run both = run(dir, "simulate both.json --t-end 2");
     CHECK(both.exit_code == 2);
-    CHECK(both.err.find("give S_Delta or its factors S_Delta_up and S_Delta_down, not both") != std::string::npos);
+    CHECK(both.err.find("give S_Delta or S_Delta_factors, not both") != std::string::npos);
+    config["model"].erase("S_Delta");
+
+    // A factor of the wrong shape, a missing or an unknown factor: named as the file names them.
+    config["model"]["S_Delta_factors"]["W_dt"] = matrix_json(Eigen::MatrixXd::Ones(p.dim() + 1, 1));
+    write_file(dir / "shape.json", config.dump());
+    const Run shape = run(dir, "simulate shape.json --t-end 2");
+    CHECK(shape.exit_code == 2);
+    CHECK(shape.err.find("model.S_Delta_factors.W_dt has shape 3x1 but must be D x R = 2x1") != std::string::npos);
+    config["model"]["S_Delta_factors"].erase("W_x");
+    write_file(dir / "missing.json", config.dump());
+    const Run missing = run(dir, "simulate missing.json --t-end 2");
+    CHECK(missing.exit_code == 2);
+    CHECK(missing.err.find("model.S_Delta_factors.W_x: required field is missing") != std::string::npos);
+    config["model"]["S_Delta_factors"]["W_y"] = matrix_json(p.S_Delta_down);
+    write_file(dir / "unknown.json", config.dump());
+    const Run unknown = run(dir, "simulate unknown.json --t-end 2");
+    CHECK(unknown.exit_code == 2);
+    CHECK(unknown.err.find("model.S_Delta_factors.W_y: unknown field") != std::string::npos);
+}
+
+TEST_CASE("cli: --precision f32 is the library in float, --threads P changes no bit, bad values exit 2") {
+    // D = 64: two chunks of channels, so that two threads really split the scan.
+    std::mt19937 rng(77);
+    const ssmdyn::S6Params<double> p = test::random_params(rng, 64, 4);
+    const Eigen::MatrixXd X = 0.5 * test::random_tokens(rng, 64, 5);
+    ScratchDir dir;
+    write_file(dir / "wide.json", full_config(p, X).dump());
+    const ssmdyn::S6Params<float> pf = p.cast<float>();
+    const Eigen::VectorXf xf = ssmdyn::to_state(X).cast<float>();
+
+    SECTION("simulate") {
+        const Json f1 = simulate_result(run(dir, "simulate wide.json --t-end 0.5 --precision f32 --threads 1"), 5, 64);
+        const Json f2 = simulate_result(run(dir, "simulate wide.json --t-end 0.5 --precision f32 --threads 2"), 5, 64);
+        const Json d1 = simulate_result(run(dir, "simulate wide.json --t-end 0.5 --threads 1"), 5, 64);
+        const Json d2 = simulate_result(run(dir, "simulate wide.json --t-end 0.5 --threads 2"), 5, 64);
+        CHECK(f1["tokens"] == f2["tokens"]);
+        CHECK(d1["tokens"] == d2["tokens"]);
+        CHECK(f1["steps"] == f2["steps"]);
+        ssmdyn::SimulateOptions<float> options;  // float's default tolerances, as the program's
+        options.record = ssmdyn::Record::None;
+        const auto expected = ssmdyn::simulate(ssmdyn::SelectiveSystem<float>(pf), xf, 0.5f, options);
+        CHECK(f1["steps"].get<std::size_t>() == expected.steps);
+        CHECK(flat_tokens(f1["tokens"]) == expected.x_final.cast<double>());
+        // Float agrees with double to float's tolerances.
+        CHECK(test::max_rel_err(flat_tokens(f1["tokens"]), flat_tokens(d1["tokens"])) < 1e-4);
+        CHECK(test::max_rel_err(flat_tokens(f1["tokens"]), flat_tokens(d1["tokens"])) > 0);
+    }
+    SECTION("forward") {
+        const Json f1 = single_json_object(run(dir, "forward wide.json --depth 4 --step 0.2 --precision f32 --threads 1"));
+        const Json f2 = single_json_object(run(dir, "forward wide.json --depth 4 --step 0.2 --precision f32 --threads 2"));
+        const Json d2 = single_json_object(run(dir, "forward wide.json --depth 4 --step 0.2 --threads 2"));
+        CHECK(f1 == f2);
+        ssmdyn::DeepModelOptions<float> o;
+        o.depth = 4;
+        o.step = 0.2f;
+        const auto expected = ssmdyn::deep_forward(pf, xf, o);
+        CHECK(flat_tokens(f1["tokens"]) == ssmdyn::to_state(expected.tokens).cast<double>());
+        ssmdyn::DeepModelOptions<double> od;
+        od.depth = 4;
+        od.step = 0.2;
+        CHECK(flat_tokens(d2["tokens"]) == ssmdyn::to_state(ssmdyn::deep_forward(p, X, od).tokens));
+    }
+    SECTION("influence") {
+        const SmallProblem problem;
+        write_file(dir / "small.json", full_config(problem.params, problem.tokens).dump());
+        const Json f1 = single_json_object(run(dir, "influence small.json --t-end 1 --precision f32 --threads 1"));
+        const Json f2 = single_json_object(run(dir, "influence small.json --t-end 1 --precision f32 --threads 2"));
+        CHECK(f1 == f2);
+        ssmdyn::SimulateOptions<float> options;
+        options.record = ssmdyn::Record::None;
+        const auto expected = ssmdyn::token_influence(ssmdyn::SelectiveSystem<float>(problem.params.cast<float>()),
+                                                      Eigen::VectorXf(ssmdyn::to_state(problem.tokens).cast<float>()),
+                                                      1.0f, options);
+        for (Eigen::Index l = 0; l < 3; ++l)
+            for (Eigen::Index j = 0; j < 3; ++j)
+                CHECK(f1["influence"][std::size_t(l)][std::size_t(j)].get<double>() == double(expected.influence(l, j)));
+    }
+    SECTION("bad values") {
+        for (const char* bad : {"simulate wide.json --t-end 1 --precision f16", "forward wide.json --depth 1 --precision",
+                                "influence wide.json --t-end 1 --precision F32", "forward wide.json --depth 1 --threads -1",
+                                "simulate wide.json --t-end 1 --threads two",
+                                "simulate wide.json --t-end 1 --precision f32 --rtol 1e-7",
+                                "simulate wide.json --t-end 1 --precision f32 --atol 1e-60",
+                                "simulate wide.json --t-end 1 --precision f32 --dt 1e300"}) {
+            CAPTURE(bad);
+            const Run r = run(dir, bad);
+            CHECK(r.exit_code == 2);
+            CHECK(r.out.empty());
+            CHECK(lines(r.err).size() == 1);
+            const bool names_it = r.err.find("--precision") != std::string::npos ||
+                                  r.err.find("--threads") != std::string::npos || r.err.find("rtol") != std::string::npos ||
+                                  r.err.find("--atol") != std::string::npos || r.err.find("--dt") != std::string::npos;
+            CHECK(names_it);
+        }
+    }
 }
 
 TEST_CASE("cli: simulate --out: CSV header t,x1_1,..,xL_D, last row = printed tokens") {
@@ -1130,6 +1224,22 @@ TEST_CASE("cli probe: checkpoint commands refuse bad input with one line naming 
     write_file(dir / "ckpt" / "config.json", R"({"d_model": 48})");
     check_refused(run(dir, "inspect ckpt"), 2, "ssmdyn: config 'ckpt/config.json': \"d_model\" is 48 but the checkpoint's "
                                                "tensors say 32");
+}
+
+TEST_CASE("cli: trace --threads P: every P prints the same bits, in double and in float") {
+    ScratchDir dir;
+    make_checkpoint(dir);  // d_inner 64: two chunks of channels for the scan
+    const std::string ids = "trace ckpt --ids 7,0,63,5,9,11,2 --full";
+    const Run one = run(dir, ids + " --threads 1"), two = run(dir, ids + " --threads 2");
+    CHECK(single_json_object(one) == single_json_object(two));
+    const Run f1 = run(dir, ids + " --precision f32 --threads 1"), f2 = run(dir, ids + " --precision f32 --threads 2");
+    CHECK(single_json_object(f1) == single_json_object(f2));
+    const ssmdyn::MambaModel<double> model = ssmdyn::load_mamba_model((dir / "ckpt").string());
+    const Eigen::MatrixXd logits = ssmdyn::mamba_forward(model, {7, 0, 63, 5, 9, 11, 2});
+    CHECK(single_json_object(two)["logits"][6][17].get<double>() == Approx(logits(17, 6)).epsilon(1e-12));
+    const Run bad = run(dir, ids + " --threads 1.5");
+    CHECK(bad.exit_code == 2);
+    CHECK(bad.err.find("--threads") != std::string::npos);
 }
 
 TEST_CASE("cli: forward --checkpoint with --zero-order-hold, --skip and --gate is deep_forward with those options") {

@@ -7,15 +7,18 @@
 /// `0x10`, `inf`, `nan`, ` 5` or `5 `; whole numbers are decimal digits only and must fit
 /// in their range (no silent truncation of `99999999999`).
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <initializer_list>
+#include <iostream>
 #include <limits>
 #include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace ssmdyn::cli {
@@ -163,6 +166,38 @@ inline Arguments parse_arguments(const std::vector<std::string>& args,
         parsed.values[word] = args[++i];
     }
     return parsed;
+}
+
+/// --threads P (0: all), capped to the hardware's thread count with a one-line note on
+/// stderr: more threads than that only compete, and thousands fail inside OpenMP. Returns
+/// 0 for "all" when P is 0 or `fallback` is and the flag is absent.
+inline int thread_count(const Arguments& args, std::uint64_t fallback = 0) {
+    const std::uint64_t asked = args.whole("--threads", fallback, 1000000, "the number of threads (0: all)");
+    const unsigned hardware = std::thread::hardware_concurrency();  // 0: unknown
+    if (hardware > 0 && asked > hardware) {
+        std::cerr << "ssmdyn: note: --threads " << asked << " is more than the " << hardware
+                  << " hardware threads; using " << hardware << '\n';
+        return static_cast<int>(hardware);
+    }
+    if (hardware == 0 && asked > 4096)  // unknown hardware: still a bound OpenMP can meet
+        throw std::invalid_argument("--threads: at most 4096 when the hardware's thread count is unknown");
+    return static_cast<int>(asked);
+}
+
+/// --threads P of the commands that thread inside one right-hand side (simulate, forward,
+/// influence, trace): a count >= 1, all the hardware's threads by default or for 0.
+inline int inner_thread_count(const Arguments& args) {
+    const int asked = thread_count(args);
+    if (asked > 0) return asked;
+    return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
+/// --precision f64|f32 (default f64): true for f32.
+inline bool single_precision(const Arguments& args) {
+    const std::string precision = args.text("--precision").value_or("f64");
+    if (precision != "f64" && precision != "f32")
+        throw std::invalid_argument("--precision: expected f64 or f32, got '" + precision + "'");
+    return precision == "f32";
 }
 
 }  // namespace ssmdyn::cli

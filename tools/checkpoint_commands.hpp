@@ -193,14 +193,15 @@ inline MatrixX<double> load_embeddings(const std::string& path, Eigen::Index d_m
 }
 
 /// ssmdyn trace CKPT (--ids I1,.. | --embeddings FILE) [--full] [--out FILE.csv] [--precision f64|f32]
+///                   [--threads P]
 inline int run_trace(const std::vector<std::string>& argv) {
-    const Arguments args = parse_arguments(argv, {"--ids", "--embeddings", "--out", "--precision"}, "trace", {"--full"});
+    const Arguments args =
+        parse_arguments(argv, {"--ids", "--embeddings", "--out", "--precision", "--threads"}, "trace", {"--full"});
     const Checkpoint ckpt(args.single_positional("trace", "CKPT (checkpoint file, index or folder)"));
     if (args.has("--ids") == args.has("--embeddings"))
         throw std::invalid_argument("trace: give exactly one of --ids I1,I2,.. and --embeddings FILE");
-    const std::string precision = args.text("--precision").value_or("f64");
-    if (precision != "f64" && precision != "f32")
-        throw std::invalid_argument("--precision: expected f64 or f32, got '" + precision + "'");
+    const bool f32 = single_precision(args);
+    const int threads = inner_thread_count(args);
     const MambaCheckpointInfo info = inspect_mamba_checkpoint(ckpt);
     std::optional<std::ofstream> csv;
     if (const auto path = args.text("--out")) {
@@ -219,14 +220,15 @@ inline int run_trace(const std::vector<std::string>& argv) {
     }();
     MambaTrace<double> trace;
     MatrixX<double> logits;
-    if (precision == "f32") {
+    if (f32) {
         const MambaModel<float> model = load_mamba_model<float>(ckpt);
         MambaTrace<float> single;
-        logits = mamba_forward_embeddings(model, MatrixX<float>(embeddings.cast<float>()), &single).cast<double>();
+        logits = mamba_forward_embeddings(model, MatrixX<float>(embeddings.cast<float>()), &single, threads)
+                     .cast<double>();
         for (const auto& h : single.hidden) trace.hidden.push_back(h.cast<double>());
     } else {
         const MambaModel<double> model = load_mamba_model(ckpt);
-        logits = mamba_forward_embeddings(model, embeddings, &trace);
+        logits = mamba_forward_embeddings(model, embeddings, &trace, threads);
     }
     nlohmann::ordered_json out;
     out["n_layers"] = info.config.n_layers;

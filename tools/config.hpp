@@ -9,8 +9,9 @@
 ///                   "delta_bias": [..], "A": [[..],..] },
 ///       "tokens": [[x_1 ..D values], .., [x_L]] }
 ///
-/// S_Δ may instead be given low rank, as its factors S_Δ = S_Delta_up · S_Delta_down
-/// (D rows of R and R rows of D): "S_Delta_up": [[..]], "S_Delta_down": [[..]].
+/// S_Δ may instead be given low rank, as its factors S_Δ = W_dt · W_x (D rows of R and R
+/// rows of D, as a checkpoint's dt_proj.weight and x_proj.weight[:dt_rank]), in place of
+/// "S_Delta": "S_Delta_factors": {"W_dt": [[..]], "W_x": [[..]]}.
 ///
 /// One-dimensional shorthand (N = D = 1, S_C = [[1]], S_B = [[mu]], A = [[-a]]); with
 /// D = 1 the tokens may also be a flat list of L numbers:
@@ -43,6 +44,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <set>
+#include <utility>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -137,21 +139,34 @@ inline MatrixX<double> matrix(const Json& j, const std::string& field) {
     return m;
 }
 
+/// A message of S6Params::validate with the factors named as the configuration names them.
+inline std::string renamed_factors(std::string message) {
+    for (const auto& [from, to] : {std::pair<std::string, std::string>{"S_Delta_up", "S_Delta_factors.W_dt"},
+                                   std::pair<std::string, std::string>{"S_Delta_down", "S_Delta_factors.W_x"}})
+        for (std::size_t at = message.find(from); at != std::string::npos; at = message.find(from, at + to.size()))
+            message.replace(at, from.size(), to);
+    return message;
+}
+
 inline S6Params<double> full_model(const Json& model) {
-    expect_only(model, "model.", {"S_B", "S_C", "S_Delta", "S_Delta_up", "S_Delta_down", "A", "delta_bias"},
-                "S_B, S_C, S_Delta (or S_Delta_up and S_Delta_down), A and optionally delta_bias");
+    expect_only(model, "model.", {"S_B", "S_C", "S_Delta", "S_Delta_factors", "A", "delta_bias"},
+                "S_B, S_C, S_Delta (or S_Delta_factors), A and optionally delta_bias");
     const auto required = [&](const char* key) {
         return matrix(member(model, "model.", key), std::string("model.") + key);
     };
     S6Params<double> p;
     p.S_B = required("S_B");
     p.S_C = required("S_C");
-    const bool low_rank = model.contains("S_Delta_up") || model.contains("S_Delta_down");
-    if (low_rank && model.contains("S_Delta"))
-        throw std::invalid_argument("model: give S_Delta or its factors S_Delta_up and S_Delta_down, not both");
-    if (low_rank) {
-        p.S_Delta_up = required("S_Delta_up");
-        p.S_Delta_down = required("S_Delta_down");
+    if (model.contains("S_Delta_factors")) {
+        if (model.contains("S_Delta"))
+            throw std::invalid_argument("model: give S_Delta or S_Delta_factors, not both");
+        const Json& factors = model.at("S_Delta_factors");
+        const std::string prefix = "model.S_Delta_factors.";
+        if (!factors.is_object())
+            fail("model.S_Delta_factors", "expected an object {\"W_dt\": [[..]], \"W_x\": [[..]]}, " + got(factors));
+        expect_only(factors, prefix, {"W_dt", "W_x"}, "W_dt (D rows of R) and W_x (R rows of D)");
+        p.S_Delta_up = matrix(member(factors, prefix, "W_dt"), prefix + "W_dt");
+        p.S_Delta_down = matrix(member(factors, prefix, "W_x"), prefix + "W_x");
     } else {
         p.S_Delta = required("S_Delta");
     }
@@ -162,7 +177,7 @@ inline S6Params<double> full_model(const Json& model) {
     try {  // shapes across matrices and the sign of A; its messages start with the field
         p.validate();
     } catch (const std::invalid_argument& e) {
-        throw std::invalid_argument(std::string("model.") + e.what());
+        throw std::invalid_argument(std::string("model.") + renamed_factors(e.what()));
     }
     return p;
 }

@@ -3,10 +3,12 @@
 // they become SimulateOptions. Shared by tools/ssmdyn.cpp and the fuzz harness of the
 // CLI configuration path (tests/fuzz/fuzz_cli_config.cpp), so both take the same path.
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <stdexcept>
+#include <string>
 
 #include <ssmdyn/integrate/status.hpp>
 
@@ -18,14 +20,28 @@ namespace ssmdyn::cli {
 #define SSMDYN_INTEGRATION_FLAGS \
     "--t-end", "--rtol", "--atol", "--stepper", "--error-norm", "--dt", "--max-steps", "--max-seconds", "--out"
 #define SSMDYN_INTEGRATION_SWITCHES "--no-stiff-switching"
+/// The flags of the commands that compute in either precision on several threads.
+#define SSMDYN_PRECISION_FLAGS "--precision", "--threads"
 
-/// The integration options the flags give; throws std::invalid_argument naming the flag.
-inline SimulateOptions<double> simulate_options(const Arguments& args) {
-    SimulateOptions<double> o;
-    o.rtol = args.non_negative("--rtol", o.rtol);
-    o.atol = args.non_negative("--atol", o.atol);
+/// The integration options the flags give, in Scalar (the defaults of the tolerances
+/// depend on it); throws std::invalid_argument naming the flag.
+template <typename Scalar = double>
+SimulateOptions<Scalar> simulate_options(const Arguments& args) {
+    SimulateOptions<Scalar> o;
+    // A value the precision cannot hold (1e-50 or 1e300 in float) is refused, not rounded
+    // to 0 or infinity.
+    const auto flag_value = [&args](const char* flag, Scalar fallback) {
+        const double v = args.non_negative(flag, double(fallback));
+        const auto s = static_cast<Scalar>(v);
+        if ((v != 0 && !(s > 0)) || !std::isfinite(s))
+            throw std::invalid_argument(std::string(flag) + ": " + *args.text(flag) +
+                                        " is outside the range of the precision computed in (--precision)");
+        return s;
+    };
+    o.rtol = flag_value("--rtol", o.rtol);
+    o.atol = flag_value("--atol", o.atol);
     if (o.rtol == 0 && o.atol == 0) throw std::invalid_argument("--rtol, --atol: cannot both be 0");
-    o.dt = args.non_negative("--dt", o.dt);
+    o.dt = flag_value("--dt", o.dt);
     o.stepper = args.parsed("--stepper", o.stepper, parse_stepper);
     o.error_norm = args.parsed("--error-norm", o.error_norm, parse_error_norm);
     if (o.error_norm == ErrorNorm::Rms && o.stepper == Stepper::BulirschStoer)

@@ -56,6 +56,7 @@ constexpr const char* usage = R"(usage:
       one PNG) per scenario into DIR (default: ssmdyn-demo).
 
   ssmdyn forward CONFIG --depth K [--step H] [--zero-order-hold] [--skip] [--gate FILE]
+                        [--precision f64|f32] [--threads P]
       Runs the deep residual model X <- X + H S6(X) for K weight-tied layers (H default 1)
       and prints {"tokens", "layers_completed", "finite"}; finite is false (and tokens
       are the last finite layer's) when a layer overflowed. The layer options of a real
@@ -80,12 +81,15 @@ constexpr const char* usage = R"(usage:
   ssmdyn simulate CONFIG --t-end T [--rtol R] [--atol A] [--stepper NAME] [--dt H]
                          [--error-norm max|rms] [--max-steps N] [--max-seconds S]
                          [--no-stiff-switching] [--out FILE.csv]
+                         [--precision f64|f32] [--threads P]
       Integrates dX/dt = S6(X) from the tokens in CONFIG up to time T and prints
       {"status", "t_final", "t_blowup", "tokens", "steps", "rhs_evaluations",
        "stiff_steps", "stiff_switches", "solve_seconds", "observed_regime"} as one JSON
       object; status is completed, blow_up, step_size_underflow, max_steps, non_finite
       or time_limit (all exit 0).
-      --rtol, --atol   tolerances of the adaptive steppers (default 1e-8, 1e-10)
+      --rtol, --atol   tolerances of the adaptive steppers (default 1e-8, 1e-10; with
+                       --precision f32 1.19e-5, 1.19e-7; an rtol below 4 float
+                       epsilons is refused)
       --stepper        dopri5 (default), cash_karp, fehlberg78, bulirsch_stoer, rk4,
                        rosenbrock4 (L-stable, for stiff runs)
       --error-norm     max (default) or rms: how the Runge-Kutta pairs combine the scaled
@@ -108,6 +112,7 @@ constexpr const char* usage = R"(usage:
   ssmdyn influence CONFIG --t-end T [--rtol R] [--atol A] [--stepper NAME] [--dt H]
                           [--error-norm max|rms] [--max-steps N] [--max-seconds S]
                           [--no-stiff-switching] [--out FILE.csv]
+                          [--precision f64|f32] [--threads P]
       Token influence: integrates X and its sensitivities to the initial tokens up to T
       (flags as for simulate; the error control covers both) and prints {"status",
       "t_final", "influence", "tokens"}: influence[l][j] = |d x_l(T) / d x_j(0)|_F, the
@@ -130,7 +135,7 @@ constexpr const char* usage = R"(usage:
       "d_model", "d_inner", "d_state", "d_conv", "dt_rank", "vocab_size", "layers": [..]}.
 
   ssmdyn trace CKPT (--ids I1,I2,.. | --embeddings FILE) [--full] [--out FILE.csv]
-                    [--precision f64|f32]
+                    [--precision f64|f32] [--threads P]
       Runs the whole model and prints {"n_layers", "d_model", "norms": [[|h| of each
       token] for the embeddings and after each block]} (h: the residual stream as
       mamba_ssm keeps it); --full adds "hidden" (every token's d_model values per layer)
@@ -143,6 +148,12 @@ constexpr const char* usage = R"(usage:
       mamba_ssm does (K = 3 layers, d_model 32, d_inner 2D, d_state 16, d_conv 4,
       vocabulary 64 by default), to try inspect and trace on.
 
+  simulate, forward, influence and trace compute in double, or in float with
+  --precision f32 (inputs rounded to float; output printed from the float results), on P
+  threads inside each right-hand side or layer (--threads; 0 or absent: all the hardware's
+  threads; the results are the same for every P). influence puts its threads on the
+  L*D sensitivities of each right-hand side.
+
   classify, simulate, forward and influence also take --checkpoint CKPT --layer K
   [--prefix P] (P default backbone.layers.{i}.mixer., {i} the layer): the model is then
   the S6 of that layer (D = d_inner) and CONFIG holds only {"tokens": [..]}.
@@ -152,8 +163,8 @@ constexpr const char* usage = R"(usage:
       {"model": {"S_B": [[..]], "S_C": [[..]], "S_Delta": [[..]], "A": [[..]],
                  "delta_bias": [..]},
        "tokens": [[x_1 (D values)], .., [x_L]]}
-  S_Delta may be given low rank instead, as "S_Delta_up" (D rows of R) and
-  "S_Delta_down" (R rows of D), S_Delta = S_Delta_up S_Delta_down (as in checkpoints);
+  S_Delta may be given low rank instead, S_Delta = W_dt W_x (as in checkpoints), with
+  "S_Delta_factors": {"W_dt": [[..]] (D rows of R), "W_x": [[..]] (R rows of D)};
   or the 1-D shorthand (tokens may be a flat list); unknown fields are errors:
       {"model": {"mu": m, "s_delta": s, "a": a, "delta_bias": b}, "tokens": [x_1, .., x_L]}
   CONFIG must be a regular file (not a FIFO or a device) of strict JSON: a key given
@@ -170,9 +181,29 @@ constexpr const char* usage = R"(usage:
   1 other failure (a write error on an --out file included).
 )";
 
+/// The deep model in Scalar (double, or float with --precision f32).
+template <typename Scalar>
+nlohmann::ordered_json forward_in(const Config& config, const DeepModelOptions<double>& given) {
+    DeepModelOptions<Scalar> options;
+    options.depth = given.depth;
+    options.step = static_cast<Scalar>(given.step);
+    options.threads = given.threads;
+    options.layer.discretization = given.layer.discretization;
+    options.layer.D_skip = given.layer.D_skip.template cast<Scalar>();
+    options.layer.gate = given.layer.gate.template cast<Scalar>();
+    const StateVector<Scalar> x0 = config.tokens.template cast<Scalar>();
+    const DeepModelResult<Scalar> r = deep_forward(config.params.template cast<Scalar>(), x0, options);
+    nlohmann::ordered_json out;
+    out["tokens"] = json_rows(r.tokens.transpose().template cast<double>());
+    out["layers_completed"] = r.layers_completed;
+    out["finite"] = r.finite;
+    return out;
+}
+
 int run_forward(const std::vector<std::string>& argv) {
-    const Arguments args = parse_arguments(argv, {"--depth", "--step", "--gate", SSMDYN_CHECKPOINT_FLAGS}, "forward",
-                                           {"--zero-order-hold", "--skip"});
+    const Arguments args =
+        parse_arguments(argv, {"--depth", "--step", "--gate", "--threads", "--precision", SSMDYN_CHECKPOINT_FLAGS},
+                        "forward", {"--zero-order-hold", "--skip"});
     if (args.positional.size() != 1)
         throw std::invalid_argument("forward: expected exactly one CONFIG file");
     if (!args.has("--depth")) throw std::invalid_argument("--depth: required (the number of layers)");
@@ -180,14 +211,11 @@ int run_forward(const std::vector<std::string>& argv) {
     options.depth = static_cast<Eigen::Index>(args.whole("--depth", 0, 1000000000, "the number of layers"));
     options.step = args.number("--step").value_or(1.0);
     if (!(options.step > 0)) throw std::invalid_argument("--step: must be > 0, got " + *args.text("--step"));
+    const bool f32 = single_precision(args);
+    options.threads = inner_thread_count(args);
     const Config config = load_problem(args, args.positional.front());
     options.layer = forward_layer_options(args, config);
-    const DeepModelResult<double> r = deep_forward(config.params, config.tokens, options);
-    nlohmann::ordered_json out;
-    out["tokens"] = json_rows(r.tokens.transpose());
-    out["layers_completed"] = r.layers_completed;
-    out["finite"] = r.finite;
-    std::cout << out.dump() << '\n';
+    std::cout << (f32 ? forward_in<float>(config, options) : forward_in<double>(config, options)).dump() << '\n';
     return 0;
 }
 
@@ -231,21 +259,6 @@ StateVector<double> parse_tokens(const std::string& text) {
     const std::vector<double> values =
         split_numbers("--tokens", text, ',', "finite numbers separated by commas");
     return Eigen::Map<const StateVector<double>>(values.data(), static_cast<Eigen::Index>(values.size()));
-}
-
-/// --threads P (0: all), capped to the hardware's thread count with a one-line note on
-/// stderr: more threads than that only compete, and thousands fail inside OpenMP.
-int thread_count(const Arguments& args) {
-    const std::uint64_t asked = args.whole("--threads", 0, 1000000, "the number of threads (0: all)");
-    const unsigned hardware = std::thread::hardware_concurrency();  // 0: unknown
-    if (hardware > 0 && asked > hardware) {
-        std::cerr << "ssmdyn: note: --threads " << asked << " is more than the " << hardware
-                  << " hardware threads; using " << hardware << '\n';
-        return static_cast<int>(hardware);
-    }
-    if (hardware == 0 && asked > 4096)  // unknown hardware: still a bound OpenMP can meet
-        throw std::invalid_argument("--threads: at most 4096 when the hardware's thread count is unknown");
-    return static_cast<int>(asked);
 }
 
 int run_sweep(const std::vector<std::string>& argv) {
@@ -336,16 +349,11 @@ void check_integration_memory(const char* command, std::size_t width, const std:
                          std::to_string(width) + " numbers)");
 }
 
-int run_simulate(const std::vector<std::string>& argv) {
-    const Arguments args =
-        parse_arguments(argv, {SSMDYN_INTEGRATION_FLAGS, SSMDYN_CHECKPOINT_FLAGS}, "simulate", {SSMDYN_INTEGRATION_SWITCHES});
-    const std::string& config_path = args.single_positional("simulate", "CONFIG file");
-    const double t_end = required_t_end(args);
-    SimulateOptions<double> options = simulate_options(args);
-    const Config config = load_problem(args, config_path);
+/// simulate's run in Scalar (double, or float with --precision f32): the result as JSON.
+template <typename Scalar>
+nlohmann::ordered_json simulate_in(const Arguments& args, const Config& config, double t_end, int threads) {
+    SimulateOptions<Scalar> options = simulate_options<Scalar>(args);
     const auto width = static_cast<std::size_t>(config.tokens.size());
-    check_integration_memory("simulate", width, "the L x D = " + std::to_string(width) + " token state");
-
     // --out: opened, its header written and flushed before integrating; then one row per
     // accepted state, streamed by the observer, with every write checked.
     std::optional<std::ofstream> csv;
@@ -357,53 +365,83 @@ int run_simulate(const std::vector<std::string>& argv) {
         std::ofstream& file = *csv;
         const std::string& name = *path;
         options.observe = Record::Steps;
-        options.observer = [&file, &name](double t, const StateVector<double>& x) {
-            write_trajectory_row(file, t, x);
+        options.observer = [&file, &name](Scalar t, const StateVector<Scalar>& x) {
+            write_trajectory_row(file, double(t), x.template cast<double>());
             check_writing(file, name);
         };
     }
 
-    const SelectiveSystem<double> system(config.params);
+    SelectiveSystem<Scalar> system(config.params.template cast<Scalar>());
+    system.set_threads(threads);
+    const StateVector<Scalar> x0 = config.tokens.template cast<Scalar>();
     const auto start = std::chrono::steady_clock::now();
-    const SimulateResult<double> result = simulate(system, config.tokens, t_end, options);
+    const SimulateResult<Scalar> result = simulate(system, x0, static_cast<Scalar>(t_end), options);
     const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
 
     if (csv) close_checked(*csv, *args.text("--out"));
     nlohmann::ordered_json out = to_json(result);
     out["solve_seconds"] = elapsed.count();
     out["observed_regime"] = to_string(observed_regime(result));
+    return out;
+}
+
+int run_simulate(const std::vector<std::string>& argv) {
+    const Arguments args = parse_arguments(argv, {SSMDYN_INTEGRATION_FLAGS, SSMDYN_CHECKPOINT_FLAGS, SSMDYN_PRECISION_FLAGS},
+                                           "simulate", {SSMDYN_INTEGRATION_SWITCHES});
+    const std::string& config_path = args.single_positional("simulate", "CONFIG file");
+    const double t_end = required_t_end(args);
+    const bool f32 = single_precision(args);
+    // The flags are checked before the configuration is read.
+    f32 ? (void)simulate_options<float>(args) : (void)simulate_options<double>(args);
+    const int threads = inner_thread_count(args);
+    const Config config = load_problem(args, config_path);
+    const auto width = static_cast<std::size_t>(config.tokens.size());
+    check_integration_memory("simulate", width, "the L x D = " + std::to_string(width) + " token state");
+    const nlohmann::ordered_json out =
+        f32 ? simulate_in<float>(args, config, t_end, threads) : simulate_in<double>(args, config, t_end, threads);
     std::cout << out.dump() << '\n';
     return 0;
 }
 
-int run_influence(const std::vector<std::string>& argv) {
-    const Arguments args =
-        parse_arguments(argv, {SSMDYN_INTEGRATION_FLAGS, SSMDYN_CHECKPOINT_FLAGS}, "influence", {SSMDYN_INTEGRATION_SWITCHES});
-    const std::string& config_path = args.single_positional("influence", "CONFIG file");
-    const double t_end = required_t_end(args);
-    SimulateOptions<double> options = simulate_options(args);
+/// influence's run in Scalar (double, or float with --precision f32): the result as JSON.
+template <typename Scalar>
+nlohmann::ordered_json influence_in(const Arguments& args, const Config& config, double t_end, int threads) {
+    SimulateOptions<Scalar> options = simulate_options<Scalar>(args);
     options.record = Record::None;  // only the final state and sensitivities are needed
-    const Config config = load_problem(args, config_path);
-    // The state with its sensitivities: n (1 + n) numbers for n = L * D.
-    const auto n = static_cast<std::size_t>(config.tokens.size());
-    check_integration_memory("influence", checked_bytes(n, checked_sum(n, std::size_t(1)), 1),
-                             "the L*D = " + std::to_string(n) + " tokens with their " + std::to_string(n) + " x " +
-                                 std::to_string(n) + " sensitivities");
     std::optional<std::ofstream> csv;
     if (const auto path = args.text("--out")) {
         csv = open_for_writing(*path, "--out");
         write_influence_header(*csv);
         flush_checked(*csv, *path);
     }
-
-    const SelectiveSystem<double> system(config.params);
-    const TokenInfluence<double> result = token_influence(system, config.tokens, t_end, options);
-
+    // The threads go to the L*D independent JVPs of each right-hand side, where the work is.
+    const SelectiveSystem<Scalar> system(config.params.template cast<Scalar>());
+    const StateVector<Scalar> x0 = config.tokens.template cast<Scalar>();
+    const TokenInfluence<Scalar> result = token_influence(system, x0, static_cast<Scalar>(t_end), options, threads);
     if (csv) {
-        write_influence_rows(*csv, result.influence);
+        write_influence_rows(*csv, result.influence.template cast<double>());
         close_checked(*csv, *args.text("--out"));
     }
-    std::cout << to_json(result).dump() << '\n';
+    return to_json(result);
+}
+
+int run_influence(const std::vector<std::string>& argv) {
+    const Arguments args = parse_arguments(argv, {SSMDYN_INTEGRATION_FLAGS, SSMDYN_CHECKPOINT_FLAGS, SSMDYN_PRECISION_FLAGS},
+                                           "influence", {SSMDYN_INTEGRATION_SWITCHES});
+    const std::string& config_path = args.single_positional("influence", "CONFIG file");
+    const double t_end = required_t_end(args);
+    const bool f32 = single_precision(args);
+    f32 ? (void)simulate_options<float>(args) : (void)simulate_options<double>(args);
+    const int threads = inner_thread_count(args);
+    const Config config = load_problem(args, config_path);
+    // The state with its sensitivities: n (1 + n) numbers for n = L * D.
+    const auto n = static_cast<std::size_t>(config.tokens.size());
+    check_integration_memory("influence", checked_bytes(n, checked_sum(n, std::size_t(1)), 1),
+                             "the L*D = " + std::to_string(n) + " tokens with their " + std::to_string(n) + " x " +
+                                 std::to_string(n) + " sensitivities");
+    const nlohmann::ordered_json out =
+        f32 ? influence_in<float>(args, config, t_end, threads) : influence_in<double>(args, config, t_end, threads);
+    std::cout << out.dump() << '\n';
     return 0;
 }
 

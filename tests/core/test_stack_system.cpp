@@ -31,7 +31,7 @@ ssmdyn::MambaModel<double> small_model() {
 
 }  // namespace
 
-TEST_CASE("stack system: layer ⌊t⌋ acts on [k, k+1), clamped at both ends") {
+TEST_CASE("stack system: layer ⌊t⌋ acts from k up to k+1, clamped at both ends") {
     const ssmdyn::StackSystem<double> stack(small_model());
     CHECK(stack.layers() == 3);
     CHECK(stack.dim() == 6);
@@ -55,7 +55,7 @@ TEST_CASE("stack system: layer ⌊t⌋ acts on [k, k+1), clamped at both ends") 
     }
 }
 
-TEST_CASE("stack system: one integration over [0, K] equals K layer-by-layer integrations") {
+TEST_CASE("stack system: one integration from 0 to K equals K layer-by-layer integrations") {
     const ssmdyn::StackSystem<double> stack(small_model());
     std::mt19937 rng(2);
     const Eigen::MatrixXd X = test::random_tokens(rng, 6, 4);

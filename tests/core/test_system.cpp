@@ -121,7 +121,7 @@ TEST_CASE("odeint's own steppers and integrate functions accept the system") {
     CHECK(test::max_rel_err(x_bs, x_dp) < 1e-9);
 }
 
-TEST_CASE("copies share the parameters; a custom step-size map is used") {
+TEST_CASE("copies share the parameters, and a custom step-size map is used") {
     struct Exponential {
         double operator()(double z) const { return std::exp(z); }
     };

@@ -150,7 +150,7 @@ TEST_CASE("the time budget ends a run with time_limit on its last state") {
           "max_wall_seconds must be finite and >= 0 (0: no limit)");
 }
 
-TEST_CASE("the observer sees every accepted step; the cap thins the kept ones evenly") {
+TEST_CASE("the observer sees every accepted step, and the cap thins the kept ones evenly") {
     const System system(ssmdyn::S6Params<double>::one_dimensional({-1.0, 0.5, 1.0, 0.0}));
     const State x0 = test::tokens({1.0, -0.5, 0.25});
     Options o;

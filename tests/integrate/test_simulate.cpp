@@ -306,7 +306,7 @@ TEST_CASE("simulate works in float, the Scalar coming from x0") {
     CHECK(test::rel_err(*r.t_blowup, T_star) < 1e-4);
 }
 
-TEST_CASE("every enum reads back from its name; unknown names list the valid ones") {
+TEST_CASE("every enum reads back from its name, and unknown names list the valid ones") {
     for (Status s : {Status::Completed, Status::BlowUp, Status::StepSizeUnderflow, Status::MaxSteps, Status::NonFinite})
         CHECK(ssmdyn::parse_status(ssmdyn::to_string(s)) == s);
     for (auto r : {ssmdyn::Record::None, ssmdyn::Record::Steps, ssmdyn::Record::Times})

@@ -29,6 +29,9 @@ struct DeepModelOptions {
     LayerOptions<Scalar> layer;
     /// Keep X^{(0)} … X^{(K)} in DeepModelResult::layers.
     bool keep_layers = false;
+    /// Threads inside each layer's scan (see selective_scan), >= 1; the result is the same
+    /// for every count.
+    int threads = 1;
 };
 
 /// Result of deep_forward().
@@ -60,11 +63,13 @@ DeepModelResult<Scalar> deep_forward(const S6Params<Scalar>& params,
     if (options.depth < 0) throw std::invalid_argument("depth must be >= 0");
     if (!(options.step > 0) || !std::isfinite(options.step))
         throw std::invalid_argument("step must be finite and > 0");
+    if (options.threads < 1)
+        throw std::invalid_argument("threads = " + std::to_string(options.threads) + " must be >= 1");
 
     if (options.keep_layers) result.layers.push_back(X);
     MatrixX<Scalar> y(X.rows(), X.cols()), next(X.rows(), X.cols());
     for (Eigen::Index k = 0; k < options.depth; ++k) {
-        selective_scan(params, phi, result.tokens, y, options.layer);
+        selective_scan(params, phi, result.tokens, y, options.layer, options.threads);
         next = result.tokens + options.step * y;
         if (!next.allFinite()) {
             result.finite = false;

@@ -25,6 +25,7 @@
 /// MatrixXd logits = ssmdyn::mamba_forward(model, std::vector<int>{1, 2, 3}, &trace);
 /// \endcode
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -34,6 +35,7 @@
 
 #include <Eigen/Core>
 
+#include "parallel_for.hpp"
 #include "params.hpp"
 #include "selective_scan.hpp"
 #include "state.hpp"
@@ -126,6 +128,32 @@ MatrixX<Scalar> silu(const Eigen::MatrixBase<Derived>& z) {
     return (z.array() / (1 + (-z.array()).exp())).matrix();
 }
 
+/// Tokens per chunk of linear_tokens: wide enough for GEMM speed, fixed so that the
+/// arithmetic does not depend on the thread count.
+constexpr Eigen::Index kLinearChunk = 64;
+
+/// W·X plus `bias` (empty: none) on every column, in chunks of kLinearChunk tokens shared
+/// out over `threads` threads. Each chunk is the same serial product whichever thread
+/// computes it, so the result is bitwise the same for every thread count (Eigen threading
+/// one product itself would change its blocking, and its sums, with the count).
+template <typename Scalar>
+MatrixX<Scalar> linear_tokens(const MatrixX<Scalar>& W, const VectorX<Scalar>& bias, const MatrixX<Scalar>& X,
+                              int threads) {
+    MatrixX<Scalar> out(W.rows(), X.cols());
+    const Eigen::Index chunks = (X.cols() + kLinearChunk - 1) / kLinearChunk;
+    parallel_for(
+        static_cast<std::size_t>(chunks),
+        [&](std::size_t c) {
+            const SerialEigenProducts serial;
+            const Eigen::Index first = static_cast<Eigen::Index>(c) * kLinearChunk;
+            const Eigen::Index n = std::min(kLinearChunk, X.cols() - first);
+            out.middleCols(first, n).noalias() = W * X.middleCols(first, n);
+            if (bias.size() != 0) out.middleCols(first, n).colwise() += bias;
+        },
+        std::max(threads, 1));
+    return out;
+}
+
 }  // namespace detail
 
 /// RMSNorm (x / sqrt(mean(x²) + ε) ⊙ w) or LayerNorm ((x − mean) / sqrt(var + ε) ⊙ w + b)
@@ -170,24 +198,24 @@ MatrixX<Scalar> mamba_causal_conv(const MatrixX<Scalar>& weight, const VectorX<S
 }
 
 /// One mixer on normalised hidden states X (d_model × L) → d_model × L; with `trace`,
-/// also what it computed inside.
+/// also what it computed inside. `threads` (>= 1) share the projections and the scan; the
+/// result is bitwise the same for every count.
 template <typename Scalar>
 MatrixX<Scalar> mamba_mixer(const MambaMixer<Scalar>& m, const MatrixX<Scalar>& X,
-                            MixerTrace<Scalar>* trace = nullptr) {
+                            MixerTrace<Scalar>* trace = nullptr, int threads = 1) {
     const Eigen::Index d_inner = m.d_inner(), L = X.cols();
-    MatrixX<Scalar> xz = m.in_proj * X;
-    if (m.in_proj_bias.size() != 0) xz.colwise() += m.in_proj_bias;
+    const MatrixX<Scalar> xz = detail::linear_tokens(m.in_proj, m.in_proj_bias, X, threads);
     MatrixX<Scalar> u = detail::silu<Scalar>(mamba_causal_conv(m.conv_weight, m.conv_bias, MatrixX<Scalar>(xz.topRows(d_inner))));
     MatrixX<Scalar> y(d_inner, L);
     if (trace == nullptr) {
         LayerOptions<Scalar> options;
         options.D_skip = m.D_skip;
         options.gate = xz.bottomRows(d_inner);
-        selective_scan(m.s6, Softplus{}, u, y, options);
+        selective_scan(m.s6, Softplus{}, u, y, options, threads);
     } else {
         // The same arithmetic as the scan's own skip and gate, with S6(u) kept.
         trace->s6.resize(d_inner, L);
-        selective_scan(m.s6, Softplus{}, u, trace->s6);
+        selective_scan(m.s6, Softplus{}, u, trace->s6, LayerOptions<Scalar>{}, threads);
         trace->z = xz.bottomRows(d_inner);
         y = trace->s6 + (u.array().colwise() * m.D_skip.array()).matrix();
         y.array() *= trace->z.array() / (1 + (-trace->z.array()).exp());
@@ -197,22 +225,22 @@ MatrixX<Scalar> mamba_mixer(const MambaMixer<Scalar>& m, const MatrixX<Scalar>& 
         detail::apply_step_size(Softplus{}, delta, delta);
         trace->u = u;
     }
-    MatrixX<Scalar> out = m.out_proj * y;
-    if (m.out_proj_bias.size() != 0) out.colwise() += m.out_proj_bias;
-    return out;
+    return detail::linear_tokens(m.out_proj, m.out_proj_bias, y, threads);
 }
 
 /// The model on given embeddings (d_model × L): the logits, vocab_size × L. With `trace`,
-/// the residual stream after every block and what every mixer computed.
+/// the residual stream after every block and what every mixer computed. `threads` (>= 1)
+/// share every projection, scan and the head; the result is bitwise the same for every count.
 template <typename Scalar>
 MatrixX<Scalar> mamba_forward_embeddings(const MambaModel<Scalar>& model, const MatrixX<Scalar>& embeddings,
-                                         MambaTrace<Scalar>* trace = nullptr) {
+                                         MambaTrace<Scalar>* trace = nullptr, int threads = 1) {
     const MambaConfig& c = model.config;
     if (embeddings.rows() != c.d_model || embeddings.cols() < 1)
         throw std::invalid_argument("mamba_forward: the embeddings are " + std::to_string(embeddings.rows()) + "x" +
                                     std::to_string(embeddings.cols()) + ", expected d_model = " +
                                     std::to_string(c.d_model) + " rows and at least one token");
     if (!embeddings.allFinite()) throw std::invalid_argument("mamba_forward: the embeddings are not all finite");
+    if (threads < 1) throw std::invalid_argument("mamba_forward: threads = " + std::to_string(threads) + " must be >= 1");
     if (trace != nullptr) {
         trace->hidden.assign(1, embeddings);
         trace->mixers.assign(model.layers.size(), MixerTrace<Scalar>{});
@@ -225,17 +253,18 @@ MatrixX<Scalar> mamba_forward_embeddings(const MambaModel<Scalar>& model, const 
         else
             residual += hidden;
         hidden = mamba_mixer(block.mixer, mamba_norm(c, block.norm_weight, block.norm_bias, residual),
-                             trace != nullptr ? &trace->mixers[k] : nullptr);
+                             trace != nullptr ? &trace->mixers[k] : nullptr, threads);
         if (trace != nullptr) trace->hidden.push_back(residual + hidden);
     }
     residual = model.layers.empty() ? hidden : MatrixX<Scalar>(residual + hidden);
-    return model.head() * mamba_norm(c, model.norm_f_weight, model.norm_f_bias, residual);
+    return detail::linear_tokens(model.head(), VectorX<Scalar>(),
+                                 mamba_norm(c, model.norm_f_weight, model.norm_f_bias, residual), threads);
 }
 
 /// The model on token ids (each in [0, vocab_size)): the logits, vocab_size × L.
 template <typename Scalar>
 MatrixX<Scalar> mamba_forward(const MambaModel<Scalar>& model, const std::vector<std::int64_t>& ids,
-                              MambaTrace<Scalar>* trace = nullptr) {
+                              MambaTrace<Scalar>* trace = nullptr, int threads = 1) {
     if (ids.empty()) throw std::invalid_argument("mamba_forward: no token ids");
     MatrixX<Scalar> embeddings(model.config.d_model, static_cast<Eigen::Index>(ids.size()));
     for (std::size_t l = 0; l < ids.size(); ++l) {
@@ -245,7 +274,7 @@ MatrixX<Scalar> mamba_forward(const MambaModel<Scalar>& model, const std::vector
                                         std::to_string(model.embedding.rows()) + ")");
         embeddings.col(static_cast<Eigen::Index>(l)) = model.embedding.row(ids[l]).transpose();
     }
-    return mamba_forward_embeddings(model, embeddings, trace);
+    return mamba_forward_embeddings(model, embeddings, trace, threads);
 }
 
 /// A model initialised as mamba_ssm initialises one (d_inner, d_state, d_conv, dt_rank,
