@@ -127,4 +127,25 @@ inline double token1_blowup_time(double mu, double s, double b, double x0) {
     return q.integrate(f, 0.0, 1.0 / std::abs(x0));
 }
 
+/// Central differences of a scalar loss f(M) in every entry of M:
+/// (f(M + h e_i) − f(M − h e_i)) / 2h.
+template <typename F>
+Eigen::MatrixXd central_differences(F f, const Eigen::MatrixXd& M, double h) {
+    Eigen::MatrixXd fd(M.rows(), M.cols()), moved = M;
+    for (Eigen::Index i = 0; i < M.size(); ++i) {
+        moved(i) = M(i) + h;
+        const double up = f(moved);
+        moved(i) = M(i) - h;
+        const double down = f(moved);
+        moved(i) = M(i);
+        fd(i) = (up - down) / (2 * h);
+    }
+    return fd;
+}
+
+/// max |got − fd| relative to max(1, max |fd|).
+inline double fd_err(const Eigen::MatrixXd& got, const Eigen::MatrixXd& fd) {
+    return (got - fd).cwiseAbs().maxCoeff() / std::max(1.0, fd.cwiseAbs().maxCoeff());
+}
+
 }  // namespace test

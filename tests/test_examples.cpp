@@ -7,8 +7,10 @@
 #include <cstdio>
 #include <fstream>
 #include <filesystem>
+#include <set>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <Eigen/Eigenvalues>
 #include <nlohmann/json.hpp>
@@ -149,4 +151,38 @@ TEST_CASE("examples: token_influence writes a causal influence matrix per scenar
         CHECK(rows > 0);
     }
     CHECK(files >= 4);  // three 1-D regimes and a D > 1 system
+}
+
+TEST_CASE("examples: train_toy --smoke trains every variant, lowers the loss and writes the table") {
+    const test::TempPath dir;
+    const Run out = run(std::string(SSMDYN_TRAIN_TOY_EXE) + " --smoke --threads 2 --out " + dir.path());
+    CAPTURE(out.out);
+    REQUIRE(out.exit_code == 0);
+    std::ifstream csv(dir.path() + "/results.csv");
+    std::string line;
+    REQUIRE(std::getline(csv, line));
+    CHECK(line == "task,variant,reorder,seed,test_accuracy,initial_loss,final_loss,observed_regime");
+    std::set<std::string> configurations;
+    int rows = 0;
+    while (std::getline(csv, line)) {
+        CAPTURE(line);
+        std::vector<std::string> f;
+        std::stringstream fields(line);
+        for (std::string x; std::getline(fields, x, ',');) f.push_back(x);
+        REQUIRE(f.size() == 8);
+        configurations.insert(f[1] + "/" + f[2]);
+        const double accuracy = std::stod(f[4]), initial = std::stod(f[5]), final_loss = std::stod(f[6]);
+        CHECK(accuracy >= 0);
+        CHECK(accuracy <= 1);
+        CHECK(final_loss < initial);  // training lowers the loss, in every configuration
+        CHECK(f[7].find_first_not_of("abcdefghijklmnopqrstuvwxyz_") == std::string::npos);
+        ++rows;
+    }
+    CHECK(rows == 8);
+    CHECK(configurations.size() == 8);  // free, psd, nsd, mixed, each with and without reordering
+    for (const char* file : {"summary.csv", "curves.csv", "shares.csv"})
+        CHECK(std::filesystem::file_size(dir.path() + "/" + file) > 100);
+    // Bad input exits 2.
+    CHECK(run(std::string(SSMDYN_TRAIN_TOY_EXE) + " --seeds 0").exit_code == 2);
+    CHECK(run(std::string(SSMDYN_TRAIN_TOY_EXE) + " --colour").exit_code == 2);
 }

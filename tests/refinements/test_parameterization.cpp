@@ -126,3 +126,94 @@ TEST_CASE("parameterization: U and w may be any Eigen expression, w a row or a c
         CHECK(ssmdyn::parse_mu_sign(ssmdyn::to_string(sign)) == sign);
     CHECK_THROWS_AS(ssmdyn::parse_mu_sign("positive"), std::invalid_argument);
 }
+
+using test::central_differences;
+using test::fd_err;
+
+TEST_CASE("parameterization: input_output_matrices_vjp equals central differences of sum(G_B.*S_B + G_C.*S_C)") {
+    // ℓ is affine in U and Σ_n ±softplus(w_n)·c_n in w (|softplus'''| ≤ 0.1), so with h = 1e-5 the
+    // truncation error h²/6·0.1·|c_n| is ~1e-11 and the rounding ε|ℓ|/h ~ 1e-10: 1e-8 leaves a
+    // margin of 100, while a wrong sign or a missing factor is of order 1.
+    std::mt19937 rng(301);
+    for (auto [N, D] : {std::pair<Eigen::Index, Eigen::Index>{1, 1}, {3, 4}, {4, 4}, {5, 3}, {2, 6}})
+        for (MuSign sign : {MuSign::PositiveSemidefinite, MuSign::NegativeSemidefinite, MuSign::Mixed}) {
+            CAPTURE(N, D, ssmdyn::to_string(sign));
+            const double theta = 0.7, h = 1e-5, tol = 1e-8;
+            const Eigen::MatrixXd U = test::random_tokens(rng, N, D);  // any U: the VJP does not need its structure
+            const Eigen::VectorXd w = 3 * test::random_tokens(rng, N, 1);
+            const Eigen::MatrixXd G_B = test::random_tokens(rng, N, D), G_C = test::random_tokens(rng, N, D);
+            auto loss = [&](const Eigen::MatrixXd& UU, const Eigen::VectorXd& ww) {
+                const auto io = ssmdyn::input_output_matrices(UU, ww, theta, sign);
+                return (G_B.array() * io.S_B.array()).sum() + (G_C.array() * io.S_C.array()).sum();
+            };
+            const auto got = ssmdyn::input_output_matrices_vjp(U, w, theta, sign, G_B, G_C);
+            REQUIRE(got.U.rows() == N);
+            REQUIRE(got.U.cols() == D);
+            REQUIRE(got.w.size() == N);
+            const auto of_U = [&](const Eigen::MatrixXd& m) { return loss(m, w); };
+            const auto of_w = [&](const Eigen::MatrixXd& m) { return loss(U, m); };
+            const Eigen::MatrixXd fd_U = central_differences(of_U, U, h), fd_w = central_differences(of_w, w, h);
+            CAPTURE(got.w.transpose(), fd_w.transpose());
+            CHECK(fd_err(got.U, fd_U) < tol);
+            CHECK(fd_err(got.w, fd_w) < tol);
+            CHECK(got.w.cwiseAbs().maxCoeff() > 1e-6);  // the comparison is not 0 = 0
+
+            // Through U = unit_upper_triangular(F): the gradient for the free matrix F.
+            const Eigen::MatrixXd F = test::random_tokens(rng, N, D);
+            const Eigen::MatrixXd U_F = ssmdyn::unit_upper_triangular(F);
+            const Eigen::MatrixXd got_F = ssmdyn::unit_upper_triangular_vjp(
+                ssmdyn::input_output_matrices_vjp(U_F, w, theta, sign, G_B, G_C).U);
+            const Eigen::MatrixXd fd_F = central_differences(
+                [&](const Eigen::MatrixXd& m) { return loss(ssmdyn::unit_upper_triangular(m), w); }, F, h);
+            CHECK(fd_err(got_F, fd_F) < tol);
+        }
+}
+
+TEST_CASE("parameterization: unit_upper_triangular_vjp keeps the strictly upper part only") {
+    std::mt19937 rng(302);
+    for (auto [N, D] : {std::pair<Eigen::Index, Eigen::Index>{1, 1}, {3, 5}, {4, 4}, {5, 2}}) {
+        CAPTURE(N, D);
+        const Eigen::MatrixXd G = test::random_tokens(rng, N, D);
+        const Eigen::MatrixXd got = ssmdyn::unit_upper_triangular_vjp(G);
+        REQUIRE(got.rows() == N);
+        REQUIRE(got.cols() == D);
+        for (Eigen::Index j = 0; j < D; ++j)
+            for (Eigen::Index i = 0; i < N; ++i) CHECK(got(i, j) == (j > i ? G(i, j) : 0.0));
+        // ℓ(F) = sum(G .* U(F)) is affine in F: central differences are exact up to rounding.
+        const Eigen::MatrixXd F = test::random_tokens(rng, N, D);
+        const Eigen::MatrixXd fd = central_differences(
+            [&](const Eigen::MatrixXd& m) { return (G.array() * ssmdyn::unit_upper_triangular(m).array()).sum(); }, F,
+            1e-3);
+        CHECK(fd_err(got, fd) < 1e-10);
+    }
+    CHECK(ssmdyn::unit_upper_triangular_vjp(2.0 * Eigen::MatrixXd::Ones(2, 3)) ==
+          ssmdyn::unit_upper_triangular_vjp(Eigen::MatrixXd::Constant(2, 3, 2.0)));  // expressions
+}
+
+TEST_CASE("parameterization: input_output_matrices_vjp refuses gradients of the wrong shape and bad inputs") {
+    const Eigen::MatrixXd U = Eigen::MatrixXd::Identity(3, 4);
+    const Eigen::VectorXd w = Eigen::VectorXd::Zero(3);
+    const Eigen::MatrixXd G = Eigen::MatrixXd::Ones(3, 4);
+    CHECK(test::message_of([&] {
+              ssmdyn::input_output_matrices_vjp(U, w, 0.7, MuSign::Mixed, Eigen::MatrixXd::Ones(2, 4), G);
+          }) == "grad_S_B is 2x4, expected N x D = 3x4 (the shape of U)");
+    CHECK(test::message_of([&] {
+              ssmdyn::input_output_matrices_vjp(U, w, 0.7, MuSign::Mixed, G, Eigen::MatrixXd::Ones(4, 3));
+          }) == "grad_S_C is 4x3, expected N x D = 3x4 (the shape of U)");
+    CHECK_THROWS_AS(ssmdyn::input_output_matrices_vjp(U, Eigen::VectorXd(Eigen::VectorXd::Zero(2)), 0.7,
+                                                      MuSign::PositiveSemidefinite, G, G),
+                    std::invalid_argument);
+    CHECK_THROWS_AS(ssmdyn::input_output_matrices_vjp(U, w, 0.0, MuSign::PositiveSemidefinite, G, G),
+                    std::invalid_argument);
+    Eigen::MatrixXd bad = U;
+    bad(0, 2) = std::nan("");
+    CHECK(test::message_of([&] {
+              ssmdyn::input_output_matrices_vjp(bad, w, 0.7, MuSign::PositiveSemidefinite, G, G);
+          }) == "U has a non-finite entry");
+    // w as a row and the gradients as expressions give the same result.
+    const auto reference = ssmdyn::input_output_matrices_vjp(U, w, 0.7, MuSign::Mixed, G, G);
+    const auto from_expressions =
+        ssmdyn::input_output_matrices_vjp(U, w.transpose(), 0.7, MuSign::Mixed, 2.0 * G / 2.0, G.array().matrix());
+    CHECK(from_expressions.U == reference.U);
+    CHECK(from_expressions.w == reference.w);
+}
