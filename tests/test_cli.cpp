@@ -394,6 +394,8 @@ TEST_CASE("cli: --precision f32 is the library in float, --threads P changes no 
         const Json f1 = single_json_object(run(dir, "influence small.json --t-end 1 --precision f32 --threads 1"));
         const Json f2 = single_json_object(run(dir, "influence small.json --t-end 1 --precision f32 --threads 2"));
         CHECK(f1 == f2);
+        CHECK(single_json_object(run(dir, "influence small.json --t-end 1 --threads 1")) ==
+              single_json_object(run(dir, "influence small.json --t-end 1 --threads 2")));
         ssmdyn::SimulateOptions<float> options;
         options.record = ssmdyn::Record::None;
         const auto expected = ssmdyn::token_influence(ssmdyn::SelectiveSystem<float>(problem.params.cast<float>()),
@@ -409,7 +411,10 @@ TEST_CASE("cli: --precision f32 is the library in float, --threads P changes no 
                                 "simulate wide.json --t-end 1 --threads two",
                                 "simulate wide.json --t-end 1 --precision f32 --rtol 1e-7",
                                 "simulate wide.json --t-end 1 --precision f32 --atol 1e-60",
-                                "simulate wide.json --t-end 1 --precision f32 --dt 1e300"}) {
+                                "simulate wide.json --t-end 1 --precision f32 --dt 1e300",
+                                "simulate wide.json --t-end 1e-50 --precision f32",
+                                "influence wide.json --t-end 1e39 --precision f32",
+                                "forward wide.json --depth 1 --step 1e-60 --precision f32"}) {
             CAPTURE(bad);
             const Run r = run(dir, bad);
             CHECK(r.exit_code == 2);
@@ -417,9 +422,24 @@ TEST_CASE("cli: --precision f32 is the library in float, --threads P changes no 
             CHECK(lines(r.err).size() == 1);
             const bool names_it = r.err.find("--precision") != std::string::npos ||
                                   r.err.find("--threads") != std::string::npos || r.err.find("rtol") != std::string::npos ||
-                                  r.err.find("--atol") != std::string::npos || r.err.find("--dt") != std::string::npos;
+                                  r.err.find("--atol") != std::string::npos || r.err.find("--dt") != std::string::npos ||
+                                  r.err.find("--t-end") != std::string::npos || r.err.find("--step") != std::string::npos;
             CHECK(names_it);
         }
+        // Numbers of the configuration that float cannot hold are named too.
+        Json huge = full_config(p, X);
+        huge["tokens"][2][5] = 1e39;
+        write_file(dir / "huge.json", huge.dump());
+        const Run r = run(dir, "simulate huge.json --t-end 1 --precision f32");
+        CHECK(r.exit_code == 2);
+        CHECK(r.err.find("tokens: has a value beyond the range in float (--precision f32)") != std::string::npos);
+        single_json_object(run(dir, "simulate huge.json --t-end 0.001"));  // exit 0: double holds it
+        Json tiny = full_config(p, X);
+        tiny["model"]["A"][0][0] = -1e-50;
+        write_file(dir / "tiny.json", tiny.dump());
+        const Run t = run(dir, "forward tiny.json --depth 1 --precision f32");
+        CHECK(t.exit_code == 2);
+        CHECK(t.err.find("model.A: has an entry that rounds to 0") != std::string::npos);
     }
 }
 
@@ -1229,14 +1249,23 @@ TEST_CASE("cli probe: checkpoint commands refuse bad input with one line naming 
 TEST_CASE("cli: trace --threads P: every P prints the same bits, in double and in float") {
     ScratchDir dir;
     make_checkpoint(dir);  // d_inner 64: two chunks of channels for the scan
-    const std::string ids = "trace ckpt --ids 7,0,63,5,9,11,2 --full";
+    // 150 tokens: three chunks of the projections (64 tokens each), so that threads share them.
+    std::string id_list;
+    std::vector<std::int64_t> id_values;
+    for (int l = 0; l < 150; ++l) {
+        id_values.push_back((l * 37 + 11) % 64);
+        id_list += (l ? "," : "") + std::to_string(id_values.back());
+    }
+    const std::string ids = "trace ckpt --full --ids " + id_list;
     const Run one = run(dir, ids + " --threads 1"), two = run(dir, ids + " --threads 2");
     CHECK(single_json_object(one) == single_json_object(two));
     const Run f1 = run(dir, ids + " --precision f32 --threads 1"), f2 = run(dir, ids + " --precision f32 --threads 2");
     CHECK(single_json_object(f1) == single_json_object(f2));
     const ssmdyn::MambaModel<double> model = ssmdyn::load_mamba_model((dir / "ckpt").string());
-    const Eigen::MatrixXd logits = ssmdyn::mamba_forward(model, {7, 0, 63, 5, 9, 11, 2});
-    CHECK(single_json_object(two)["logits"][6][17].get<double>() == Approx(logits(17, 6)).epsilon(1e-12));
+    const Eigen::MatrixXd logits = ssmdyn::mamba_forward(model, id_values);
+    CHECK(single_json_object(two)["logits"][149][17].get<double>() == Approx(logits(17, 149)).epsilon(1e-12));
+    // The library itself, on two threads: the same bits as on one.
+    CHECK(ssmdyn::mamba_forward(model, id_values, static_cast<ssmdyn::MambaTrace<double>*>(nullptr), 2) == logits);
     const Run bad = run(dir, ids + " --threads 1.5");
     CHECK(bad.exit_code == 2);
     CHECK(bad.err.find("--threads") != std::string::npos);

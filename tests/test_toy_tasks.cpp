@@ -368,6 +368,14 @@ TEST_CASE("toy tasks: digits_task reads a small valid file and splits it by the 
     CHECK(splits.size() >= 3);
     // test_fraction 0: everything in the training set.
     CHECK(ssmdyn::toy::digits_task(file.path(), 3, 0.0)->train.inputs.size() == 12);
+    // A fraction that leaves the test set empty (too few images per digit) is refused.
+    std::string empty_split = "<no exception>";
+    try {
+        ssmdyn::toy::digits_task(file.path(), 3, 0.01);
+    } catch (const std::runtime_error& e) {
+        empty_split = e.what();
+    }
+    CHECK(empty_split.find("12 images give an empty test set") != std::string::npos);
 }
 
 TEST_CASE("toy tasks: the default digits path, and the converted file when it is there") {

@@ -77,7 +77,7 @@ TEST_CASE("train_toy: one sample's gradient equals central differences of its lo
                 }
 }
 
-TEST_CASE("train_toy: the refinement's masked entries get no gradient, the hard reordering sorts by score") {
+TEST_CASE("train_toy: the refinement's masked entries get no gradient, and the hard SoftSort is the increasing order") {
     NetworkConfig c;
     c.d_in = 2;
     c.D = 4;
@@ -89,14 +89,20 @@ TEST_CASE("train_toy: the refinement's masked entries get no gradient, the hard 
     std::mt19937 rng(8);
     const Eigen::MatrixXd u = test::random_tokens(rng, 2, 6);
     REQUIRE(ssmdyn::toy::run_sample(c, t, u, 0, &g).finite);
+    // The forward pass's hard SoftSort of −scores is the permutation of increasing_order,
+    // the order trained_regime and the refinement use.
+    const ssmdyn::S6Params<double> p0 = ssmdyn::toy::s6_params(c, t.layers[0]);
+    const Eigen::MatrixXd X0 = (t.E * u).colwise() + t.e;
+    const Eigen::VectorXd scores = ssmdyn::importance_scores(p0, t.k, X0);
+    CHECK(ssmdyn::soft_sort(Eigen::VectorXd(-scores), c.tau, 1.0, true) ==
+          ssmdyn::permutation_matrix(ssmdyn::increasing_order(scores)));
     const Eigen::MatrixXd& gC = g.layers[0].C;
     for (Eigen::Index i = 0; i < gC.rows(); ++i)
         for (Eigen::Index j = 0; j <= i; ++j) CHECK(gC(i, j) == 0);  // U's unit diagonal and zeros
     CHECK(gC.norm() > 0);
     CHECK(g.layers[0].B.size() == 0);
-    // μ of the trained parameterisation is positive semi-definite.
-    const ssmdyn::S6Params<double> p = ssmdyn::toy::s6_params(c, t.layers[0]);
-    const Eigen::MatrixXd mu = p.S_C.transpose() * p.S_B;
+    // μ of the parameterisation is positive semi-definite.
+    const Eigen::MatrixXd mu = p0.S_C.transpose() * p0.S_B;
     CHECK(Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(0.5 * (mu + mu.transpose())).eigenvalues().minCoeff() > -1e-12);
     c.variant = Variant::Nsd;
     const ssmdyn::S6Params<double> q = ssmdyn::toy::s6_params(c, t.layers[0]);

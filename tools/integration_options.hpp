@@ -41,6 +41,11 @@ SimulateOptions<Scalar> simulate_options(const Arguments& args) {
     o.rtol = flag_value("--rtol", o.rtol);
     o.atol = flag_value("--atol", o.atol);
     if (o.rtol == 0 && o.atol == 0) throw std::invalid_argument("--rtol, --atol: cannot both be 0");
+    // Checked here too (simulate checks it), so that it is refused before any file is written.
+    const Scalar eps = std::numeric_limits<Scalar>::epsilon();
+    if (o.rtol != 0 && o.rtol < 4 * eps)
+        throw std::invalid_argument("--rtol: " + *args.text("--rtol") + " is below what the precision resolves (use >= " +
+                                    std::to_string(double(4 * eps)) + " or 0)");
     o.dt = flag_value("--dt", o.dt);
     o.stepper = args.parsed("--stepper", o.stepper, parse_stepper);
     o.error_norm = args.parsed("--error-norm", o.error_norm, parse_error_norm);

@@ -13,12 +13,15 @@
 #include <cmath>
 #include <fstream>
 #include <functional>
+#include <initializer_list>
 #include <iostream>
 #include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -181,9 +184,39 @@ constexpr const char* usage = R"(usage:
   1 other failure (a write error on an --out file included).
 )";
 
+/// With --precision f32 (Scalar float), refuses a number of the input that float cannot
+/// hold, naming it: beyond float's range, or a decay A rounding to 0; nothing in double.
+template <typename Scalar>
+void check_precision_range(const Config& config, std::initializer_list<std::pair<const char*, double>> numbers = {}) {
+    if (std::is_same<Scalar, double>::value) return;
+    const double top = double(std::numeric_limits<Scalar>::max());
+    const auto refuse = [](const std::string& what, const std::string& why) {
+        throw std::invalid_argument(what + ": " + why + " in float (--precision f32)");
+    };
+    for (const auto& [name, v] : numbers) {
+        if (std::abs(v) > top) refuse(name, "is beyond the range");
+        if (v != 0 && static_cast<Scalar>(v) == 0) refuse(name, "rounds to 0");
+    }
+    const S6Params<double>& p = config.params;
+    const std::pair<const char*, const MatrixX<double>*> fields[] = {
+        {"model.S_B", &p.S_B}, {"model.S_C", &p.S_C}, {"model.S_Delta", &p.S_Delta},
+        {"model.S_Delta_factors.W_dt", &p.S_Delta_up}, {"model.S_Delta_factors.W_x", &p.S_Delta_down}, {"model.A", &p.A}};
+    for (const auto& [name, m] : fields)
+        if (m->size() != 0 && m->cwiseAbs().maxCoeff() > top) refuse(name, "has an entry beyond the range");
+    if (p.delta_bias.size() != 0 && p.delta_bias.cwiseAbs().maxCoeff() > top)
+        refuse("model.delta_bias", "has an entry beyond the range");
+    if ((p.A.template cast<Scalar>().array() >= Scalar(0)).any()) refuse("model.A", "has an entry that rounds to 0");
+    if (config.tokens.size() != 0 && config.tokens.cwiseAbs().maxCoeff() > top)
+        refuse("tokens", "has a value beyond the range");
+}
+
 /// The deep model in Scalar (double, or float with --precision f32).
 template <typename Scalar>
 nlohmann::ordered_json forward_in(const Config& config, const DeepModelOptions<double>& given) {
+    check_precision_range<Scalar>(config, {{"--step", given.step}});
+    if (!std::is_same<Scalar, double>::value && given.layer.gate.size() != 0 &&
+        given.layer.gate.cwiseAbs().maxCoeff() > double(std::numeric_limits<Scalar>::max()))
+        throw std::invalid_argument("--gate: has a value beyond the range in float (--precision f32)");
     DeepModelOptions<Scalar> options;
     options.depth = given.depth;
     options.step = static_cast<Scalar>(given.step);
@@ -352,6 +385,7 @@ void check_integration_memory(const char* command, std::size_t width, const std:
 /// simulate's run in Scalar (double, or float with --precision f32): the result as JSON.
 template <typename Scalar>
 nlohmann::ordered_json simulate_in(const Arguments& args, const Config& config, double t_end, int threads) {
+    check_precision_range<Scalar>(config, {{"--t-end", t_end}});
     SimulateOptions<Scalar> options = simulate_options<Scalar>(args);
     const auto width = static_cast<std::size_t>(config.tokens.size());
     // --out: opened, its header written and flushed before integrating; then one row per
@@ -363,9 +397,9 @@ nlohmann::ordered_json simulate_in(const Arguments& args, const Config& config, 
         write_trajectory_header(*csv, static_cast<Eigen::Index>(width) / dim, dim);
         flush_checked(*csv, *path);
         std::ofstream& file = *csv;
-        const std::string& name = *path;
+        const std::string name = *path;  // copied: the observer outlives this block
         options.observe = Record::Steps;
-        options.observer = [&file, &name](Scalar t, const StateVector<Scalar>& x) {
+        options.observer = [&file, name](Scalar t, const StateVector<Scalar>& x) {
             write_trajectory_row(file, double(t), x.template cast<double>());
             check_writing(file, name);
         };
@@ -406,6 +440,7 @@ int run_simulate(const std::vector<std::string>& argv) {
 /// influence's run in Scalar (double, or float with --precision f32): the result as JSON.
 template <typename Scalar>
 nlohmann::ordered_json influence_in(const Arguments& args, const Config& config, double t_end, int threads) {
+    check_precision_range<Scalar>(config, {{"--t-end", t_end}});
     SimulateOptions<Scalar> options = simulate_options<Scalar>(args);
     options.record = Record::None;  // only the final state and sensitivities are needed
     std::optional<std::ofstream> csv;

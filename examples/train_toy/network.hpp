@@ -179,6 +179,7 @@ struct SampleResult {
     int predicted = -1;
     bool finite = true;        ///< false: a layer overflowed; no gradient (grads untouched)
     Eigen::VectorXd shares;    ///< ‖∂loss/∂x_l‖ at the first layer's input, l in scan order, summing to 1
+                               ///< (all 0 when the gradient is 0: a saturated softmax)
 };
 
 /// The network on one sample: loss and prediction; with `grads` (shaped like `t`), adds

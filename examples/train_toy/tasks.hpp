@@ -400,6 +400,11 @@ inline std::optional<Task> digits_task(const std::string& path, std::uint64_t se
     task.classes = classes;
     task.train = gather(train_rows);
     task.test = gather(test_rows);
+    // A fraction strictly between 0 and 1 that leaves a side empty (too few images) is an error.
+    if ((test_fraction > 0 && task.test.inputs.empty()) || (test_fraction < 1 && task.train.inputs.empty()))
+        throw std::runtime_error(path + ": " + std::to_string(labels.size()) + " images give an empty " +
+                                 (task.test.inputs.empty() ? "test" : "training") + " set at test_fraction " +
+                                 std::to_string(test_fraction));
     return task;
 }
 

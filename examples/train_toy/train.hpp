@@ -14,6 +14,7 @@
 
 #include <ssmdyn/core/system.hpp>
 #include <ssmdyn/integrate/simulate.hpp>
+#include <ssmdyn/theory/classify.hpp>
 #include <ssmdyn/theory/rates.hpp>
 
 #include "network.hpp"
@@ -70,8 +71,10 @@ struct EpochRecord {
     int epoch = 0;
     double train_loss = 0;     ///< mean over the epoch's samples (those that stayed finite)
     double test_accuracy = 0;  ///< after the epoch
-    Eigen::VectorXd shares;    ///< mean share of ‖∂loss/∂x_l‖ per scan position over the epoch
+    Eigen::VectorXd shares;    ///< mean share of ‖∂loss/∂x_l‖ per scan position over the epoch's
+                               ///< samples with a nonzero gradient (sums to 1)
     int skipped = 0;           ///< samples whose forward pass overflowed (no gradient)
+    int skipped_batches = 0;   ///< batches whose gradient was not finite (no step)
 };
 
 struct Evaluation {
@@ -121,7 +124,7 @@ inline TrainResult train(const NetworkConfig& c, const Task& task, const TrainOp
         EpochRecord rec;
         rec.epoch = epoch;
         rec.shares = Eigen::VectorXd::Zero(task.length);
-        int seen = 0;
+        int seen = 0, with_gradient = 0;
         for (std::size_t start = 0; start < order.size(); start += std::size_t(o.batch)) {
             const std::size_t stop = std::min(order.size(), start + std::size_t(o.batch));
             Tensors g = t.zeros_like();
@@ -135,19 +138,24 @@ inline TrainResult train(const NetworkConfig& c, const Task& task, const TrainOp
                 }
                 ++used;
                 rec.train_loss += r.loss;
-                rec.shares += r.shares;
+                if (r.shares.sum() > 0) {  // a saturated softmax gives no gradient: no shares either
+                    rec.shares += r.shares;
+                    ++with_gradient;
+                }
             }
             if (used == 0) continue;
             seen += used;
             g.for_each([&](auto& m) { m /= double(used); });
             const double norm = global_norm(g);
+            if (!std::isfinite(norm)) {  // an overflow inside the backward pass: no step
+                ++rec.skipped_batches;
+                continue;
+            }
             if (norm > o.clip) g.for_each([&](auto& m) { m *= o.clip / norm; });
             adam.step(t, std::move(g));
         }
-        if (seen > 0) {
-            rec.train_loss /= seen;
-            rec.shares /= seen;
-        }
+        if (seen > 0) rec.train_loss /= seen;
+        if (with_gradient > 0) rec.shares /= with_gradient;
         rec.test_accuracy = evaluate(c, t, task.test).accuracy;
         out.curve.push_back(std::move(rec));
     }
@@ -156,16 +164,26 @@ inline TrainResult train(const NetworkConfig& c, const Task& task, const TrainOp
     return out;
 }
 
-/// The regime the trained (first) S6 layer shows as an ODE, dX/dt = S6(X), from the
-/// embedded (and reordered) tokens of `u`, integrated to t_end: observed_regime's verdict.
-inline Regime trained_regime(const NetworkConfig& c, const Tensors& t, const Eigen::MatrixXd& u, double t_end = 100) {
+/// What the trained (first) S6 layer does as an ODE, dX/dt = S6(X), from the embedded
+/// (and reordered) tokens of `u`: the theorems' prediction (classify) and the regime a
+/// run to t_end shows (observed_regime).
+struct LayerRegime {
+    Regime predicted = Regime::Undetermined;
+    Regime observed = Regime::Undetermined;
+};
+
+inline LayerRegime trained_regime(const NetworkConfig& c, const Tensors& t, const Eigen::MatrixXd& u,
+                                  double t_end = 100) {
     const S6Params<double> p = s6_params(c, t.layers.front());
     Eigen::MatrixXd X0 = (t.E * u).colwise() + t.e;
     if (c.reorder) X0 = reorder(X0, increasing_order(importance_scores(p, t.k, X0)));
     SimulateOptions<double> options;
     options.record = Record::None;
     options.max_steps = 200000;
-    return observed_regime(simulate(SelectiveSystem<double>(p), X0, t_end, options));
+    LayerRegime out;
+    out.predicted = classify(p, X0).regime;
+    out.observed = observed_regime(simulate(SelectiveSystem<double>(p), X0, t_end, options));
+    return out;
 }
 
 }  // namespace ssmdyn::toy

@@ -5,7 +5,8 @@
 // several seeds, and writes what happened:
 //
 //   DIR/results.csv  task,variant,reorder,seed,test_accuracy,initial_loss,final_loss,observed_regime
-//   DIR/summary.csv  task,variant,reorder,runs,accuracy_mean,accuracy_std,regimes
+//   DIR/summary.csv  task,variant,reorder,runs,accuracy_mean,accuracy_std,observed_regimes,
+//                    predicted_regimes (classify's verdict on the trained layer)
 //   DIR/curves.csv   task,variant,reorder,seed,epoch,train_loss,test_accuracy,skipped
 //   DIR/shares.csv   task,variant,reorder,epoch,position,share (mean over seeds)
 //   DIR/*.png        learning curves and gradient shares per task (with gnuplot)
@@ -104,7 +105,8 @@ struct Run {
     bool reorder = false;
     int seed = 0;
     TrainResult result;
-    ssmdyn::Regime regime = ssmdyn::Regime::Undetermined;
+    LayerRegime regime;
+    std::string failure;  ///< why the run failed (empty: it did not)
 };
 
 std::string csv_number(double v) {
@@ -156,15 +158,18 @@ int main(int argc, char** argv) {
 
     // The tasks (a smoke run: one small long-range task) and the networks' sizes.
     std::vector<Task> tasks;
+    double regime_horizon = 100;  // t_end of the run that shows the trained layer's regime
     NetworkConfig base;
     TrainOptions train_options;
     if (o.smoke) {
-        tasks.push_back(long_range_task(1, 64, 32, 12));
-        base.D = 8;
-        base.N = 4;
+        // Small enough for the sanitizer builds of CI (about 15x slower than release).
+        tasks.push_back(long_range_task(1, 48, 16, 8));
+        base.D = 4;
+        base.N = 2;
         base.layers = 2;
         train_options.epochs = 4;
         train_options.batch = 16;
+        regime_horizon = 10;
     } else {
         tasks.push_back(long_range_task(1, 500, 250));
         tasks.push_back(needles_task(1, 500, 250));
@@ -187,7 +192,7 @@ int main(int argc, char** argv) {
     for (const Task& task : tasks)
         for (Variant v : {Variant::Free, Variant::Psd, Variant::Nsd, Variant::Mixed})
             for (bool reorder : {false, true})
-                for (int seed = 0; seed < o.seeds; ++seed) runs.push_back({&task, v, reorder, seed, {}, {}});
+                for (int seed = 0; seed < o.seeds; ++seed) runs.push_back({&task, v, reorder, seed, {}, {}, {}});
 
     std::error_code ec;
     fs::create_directories(o.out, ec);
@@ -197,7 +202,9 @@ int main(int argc, char** argv) {
         return 1;
     }
 
-    const int threads = o.threads > 0 ? o.threads : std::max(1, int(std::thread::hardware_concurrency()));
+    // All the hardware's threads by default; never more (they would only compete).
+    const int hardware = std::max(1, int(std::thread::hardware_concurrency()));
+    const int threads = o.threads > 0 ? std::min(o.threads, hardware) : hardware;
     std::cerr << "train_toy: " << runs.size() << " training runs on " << threads << " threads\n";
     ssmdyn::parallel_for(
         runs.size(),
@@ -208,23 +215,39 @@ int main(int argc, char** argv) {
             c.classes = r.task->classes;
             c.variant = r.variant;
             c.reorder = r.reorder;
-            // Data, initialisation and batch order all from the seed (the data of a task are fixed).
-            r.result = train(c, *r.task, train_options, std::uint64_t(1000 + r.seed));
-            r.regime = trained_regime(c, r.result.tensors, r.task->test.inputs.front());
+            // Initialisation and batch order from the seed (the data of a task are fixed). A
+            // run whose parameters stop being finite fails alone, reported, not the table.
+            try {
+                r.result = train(c, *r.task, train_options, std::uint64_t(1000 + r.seed));
+                r.regime = trained_regime(c, r.result.tensors, r.task->test.inputs.front(), regime_horizon);
+            } catch (const std::exception& e) {
+                r.failure = e.what();
+            }
         },
         threads, [&](std::size_t done, std::size_t total) {
             if (done % 8 == 0 || done == total) std::cerr << "  " << done << "/" << total << " runs\n";
         });
 
+    int failed = 0;
+    for (const Run& r : runs)
+        if (!r.failure.empty()) {
+            ++failed;
+            std::cerr << "train_toy: " << r.task->name << ' ' << to_string(r.variant) << " reorder " << r.reorder
+                      << " seed " << r.seed << " failed: " << r.failure << '\n';
+        }
+    if (failed > 0) {
+        std::cerr << "train_toy: " << failed << " of " << runs.size() << " runs failed; no table\n";
+        return 1;
+    }
     results << "task,variant,reorder,seed,test_accuracy,initial_loss,final_loss,observed_regime\n";
     std::ofstream curves(o.out / "curves.csv"), shares(o.out / "shares.csv"), summary(o.out / "summary.csv");
     curves << "task,variant,reorder,seed,epoch,train_loss,test_accuracy,skipped\n";
     shares << "task,variant,reorder,epoch,position,share\n";
-    summary << "task,variant,reorder,runs,accuracy_mean,accuracy_std,regimes\n";
+    summary << "task,variant,reorder,runs,accuracy_mean,accuracy_std,observed_regimes,predicted_regimes\n";
     for (const Run& r : runs) {
         results << r.task->name << ',' << to_string(r.variant) << ',' << r.reorder << ',' << r.seed << ','
                 << csv_number(r.result.test_accuracy) << ',' << csv_number(r.result.initial_loss) << ','
-                << csv_number(r.result.final_loss) << ',' << ssmdyn::to_string(r.regime) << '\n';
+                << csv_number(r.result.final_loss) << ',' << ssmdyn::to_string(r.regime.observed) << '\n';
         for (const EpochRecord& e : r.result.curve)
             curves << r.task->name << ',' << to_string(r.variant) << ',' << r.reorder << ',' << r.seed << ',' << e.epoch
                    << ',' << csv_number(e.train_loss) << ',' << csv_number(e.test_accuracy) << ',' << e.skipped << '\n';
@@ -233,7 +256,7 @@ int main(int argc, char** argv) {
     // Per task and configuration: mean ± std over the seeds, the regimes seen, the mean
     // curve and the mean gradient shares.
     std::cout << std::left << std::setw(12) << "task" << std::setw(8) << "variant" << std::setw(9) << "reorder"
-              << std::setw(20) << "test accuracy" << "regimes of the trained layer\n";
+              << std::setw(20) << "test accuracy" << "regimes of the trained layer, observed (predicted)\n";
     for (const Task& task : tasks) {
         std::vector<std::string> series;
         for (Variant v : {Variant::Free, Variant::Psd, Variant::Nsd, Variant::Mixed})
@@ -246,16 +269,21 @@ int main(int argc, char** argv) {
                 mean /= double(group.size());
                 for (const Run* r : group) var += (r->result.test_accuracy - mean) * (r->result.test_accuracy - mean);
                 const double sd = group.size() > 1 ? std::sqrt(var / double(group.size() - 1)) : 0.0;
-                std::map<std::string, int> regimes;
-                for (const Run* r : group) ++regimes[ssmdyn::to_string(r->regime)];
-                std::string seen;
-                for (const auto& [name, n] : regimes) seen += (seen.empty() ? "" : " ") + name + ":" + std::to_string(n);
+                const auto counts = [&group](bool predicted) {
+                    std::map<std::string, int> regimes;
+                    for (const Run* r : group)
+                        ++regimes[ssmdyn::to_string(predicted ? r->regime.predicted : r->regime.observed)];
+                    std::string text;
+                    for (const auto& [name, n] : regimes) text += (text.empty() ? "" : " ") + name + ":" + std::to_string(n);
+                    return text;
+                };
+                const std::string seen = counts(false), predicted = counts(true);
                 summary << task.name << ',' << to_string(v) << ',' << reorder << ',' << group.size() << ','
-                        << csv_number(mean) << ',' << csv_number(sd) << ',' << seen << '\n';
+                        << csv_number(mean) << ',' << csv_number(sd) << ',' << seen << ',' << predicted << '\n';
                 std::ostringstream acc;
                 acc << std::fixed << std::setprecision(3) << mean << " ± " << sd;
                 std::cout << std::setw(12) << task.name << std::setw(8) << to_string(v) << std::setw(9) << reorder
-                          << std::setw(21) << acc.str() << seen << '\n';
+                          << std::setw(21) << acc.str() << seen << " (predicted: " << predicted << ")\n";
 
                 const std::string name = std::string(to_string(v)) + (reorder ? "_reorder" : "");
                 series.push_back(name);

@@ -80,8 +80,10 @@ TokenInfluence<Scalar> token_influence(const SelectiveSystem<Scalar, StepSizeMap
     out.t_final = r.simulation.t_final;
     out.tokens = token_matrix(r.simulation.x_final, D);
     out.influence.resize(L, L);
+    using Wide = std::conditional_t<(sizeof(Scalar) < sizeof(double)), double, Scalar>;
     for (Eigen::Index j = 0; j < L; ++j)
-        for (Eigen::Index l = 0; l < L; ++l) out.influence(l, j) = r.S.block(l * D, j * D, D, D).norm();
+        for (Eigen::Index l = 0; l < L; ++l)  // float's own sum of squares would overflow from 1.8e19
+            out.influence(l, j) = static_cast<Scalar>(r.S.block(l * D, j * D, D, D).template cast<Wide>().norm());
     out.jacobian = std::move(r.S);
     out.simulation = std::move(r.simulation);
     return out;
